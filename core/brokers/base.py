@@ -1,0 +1,57 @@
+"""The Broker protocol every venue adapter implements (sim, IB).
+
+Calls are fire-and-track: ``place_order`` and ``cancel_order`` return at once
+and the outcome arrives later through the ``BrokerListener``. Quotes arrive
+raw and unvalidated; the market-data feed validates them before anyone else
+sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from core.model import AccountValues, Fill, Order, OrderStatusUpdate, Quote
+
+
+class BrokerListener(Protocol):
+    def on_quote(self, quote: Quote) -> None: ...
+
+    def on_order_status(self, update: OrderStatusUpdate) -> None: ...
+
+    def on_fill(self, fill: Fill) -> None: ...
+
+    def on_broker_error(self, code: int, message: str, client_order_id: str | None) -> None: ...
+
+    def on_connection_changed(self, connected: bool, message: str) -> None: ...
+
+
+class Broker(Protocol):
+    name: str
+
+    def set_listener(self, listener: BrokerListener) -> None: ...
+
+    async def connect(self) -> None: ...
+
+    async def disconnect(self) -> None: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    def subscribe_quotes(self, symbols: Sequence[str]) -> None: ...
+
+    def place_order(self, order: Order) -> None:
+        """Send ``order`` (its client_order_id travels as the broker-side reference)."""
+        ...
+
+    def cancel_order(self, client_order_id: str) -> None: ...
+
+    def positions(self) -> dict[str, int]:
+        """Broker-side signed share quantities, symbols with zero omitted."""
+        ...
+
+    def account_values(self) -> AccountValues: ...
+
+    async def run(self) -> None:
+        """Background work the venue needs while connected (the sim's quote clock); may return at once."""
+        ...

@@ -1,0 +1,178 @@
+"""Typed, past-tense events published on the bus.
+
+Tests capture these to assert on behaviour; the recorder persists them; the
+alert manager turns some of them into alerts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.model import (
+    Alert,
+    Bar,
+    Fill,
+    Order,
+    OrderIntent,
+    Quote,
+    TargetPosition,
+    TradingState,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteReceived:
+    """A quote passed validation and is now the latest for its symbol."""
+
+    quote: Quote
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteRejected:
+    symbol: str
+    reason: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BarClosed:
+    bar: Bar
+
+
+@dataclass(frozen=True, slots=True)
+class TargetChanged:
+    target: TargetPosition
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IntentClamped:
+    """Risk reduced an order's quantity to fit a limit."""
+
+    intent: OrderIntent
+    approved_quantity: int
+    reason: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RiskRejected:
+    intent: OrderIntent
+    reason: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSubmitted:
+    """Journaled and handed to the broker."""
+
+    order: Order
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdated:
+    """An order's status, fill quantity or message changed. ``order`` is the live object."""
+
+    order: Order
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRejected:
+    order: Order
+    reason: str
+    ts: datetime
+    error_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdateRefused:
+    """A broker report the order state machine would not accept (unknown order state)."""
+
+    client_order_id: str
+    reason: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FillReceived:
+    fill: Fill
+
+
+@dataclass(frozen=True, slots=True)
+class TradingStateChanged:
+    previous: TradingState
+    state: TradingState
+    reason: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerTripped:
+    reason: str
+    daily_pnl: float
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerReset:
+    reason: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DrawdownExceeded:
+    drawdown_pct: float
+    peak_equity: float
+    equity: float
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PositionMismatch:
+    symbol: str
+    internal_quantity: int
+    broker_quantity: int
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationCompleted:
+    mismatches: tuple[PositionMismatch, ...]
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConnectionChanged:
+    connected: bool
+    message: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerErrorReported:
+    code: int
+    message: str
+    ts: datetime
+    client_order_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyPnlRecorded:
+    """Summary of the trading day, published at the daily reset and on stop."""
+
+    day: str  # ISO date of the trading day
+    realized: float
+    unrealized: float
+    commissions: float
+    total: float
+    peak_equity: float
+    max_drawdown_pct: float
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRaised:
+    alert: Alert

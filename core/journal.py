@@ -1,0 +1,25 @@
+"""The protocol through which the core hands orders to durable storage.
+
+The core defines it; whoever assembles the system (tui/cli.py) supplies an
+implementation (storage.recorder.Recorder). Keeping it here keeps core free of
+storage imports.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from core.model import Order
+
+
+class Journal(Protocol):
+    async def write_order(self, order: Order) -> None:
+        """Durably record a new order *before* it is sent to the broker."""
+        ...
+
+
+class NullJournal:
+    """For runs without storage (unit tests, quick backtests)."""
+
+    async def write_order(self, order: Order) -> None:
+        return None

@@ -1,0 +1,306 @@
+"""Plain domain data: quotes, bars, intents, orders, fills, positions and their enums.
+
+Nothing here does I/O or knows about brokers; behaviour is limited to derived
+fields and the order state machine's transition table, which *is* data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(StrEnum):
+    MARKET = "MKT"
+    LIMIT = "LMT"
+
+
+class OrderStatus(StrEnum):
+    """Our order lifecycle. IB's statuses are mapped onto these by the adapter."""
+
+    PENDING_SUBMIT = "PendingSubmit"  # journaled, not yet acknowledged by the broker
+    SUBMITTED = "Submitted"
+    PARTIALLY_FILLED = "PartiallyFilled"
+    PENDING_CANCEL = "PendingCancel"
+    FILLED = "Filled"
+    CANCELLED = "Cancelled"
+    REJECTED = "Rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def is_working(self) -> bool:
+        return not self.is_terminal
+
+
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
+
+# Which status may follow which. A fill can race a cancel request, so the
+# cancel-pending state may still move to (partially) filled.
+ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING_SUBMIT: frozenset(
+        {
+            OrderStatus.SUBMITTED,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.PENDING_CANCEL,
+            OrderStatus.CANCELLED,
+            OrderStatus.REJECTED,
+        }
+    ),
+    OrderStatus.SUBMITTED: frozenset(
+        {
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.PENDING_CANCEL,
+            OrderStatus.CANCELLED,
+            OrderStatus.REJECTED,
+        }
+    ),
+    OrderStatus.PARTIALLY_FILLED: frozenset(
+        {
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.PENDING_CANCEL,
+            OrderStatus.CANCELLED,
+        }
+    ),
+    OrderStatus.PENDING_CANCEL: frozenset(
+        {
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELLED,
+            OrderStatus.REJECTED,
+        }
+    ),
+    OrderStatus.FILLED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+    OrderStatus.REJECTED: frozenset(),
+}
+
+
+class TradingState(StrEnum):
+    ACTIVE = "ACTIVE"
+    HALTED = "HALTED"
+    TRIPPED = "TRIPPED"
+
+
+class TradingMode(StrEnum):
+    SIM = "sim"
+    PAPER = "paper"
+    LIVE = "live"
+
+
+class QuoteSource(StrEnum):
+    SIM = "sim"
+    STREAM = "stream"
+    POLL = "poll"
+    REPLAY = "replay"
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    symbol: str
+    ts: datetime
+    bid: float
+    ask: float
+    bid_size: int = 0
+    ask_size: int = 0
+    last: float | None = None
+    source: QuoteSource = QuoteSource.SIM
+
+    @property
+    def mid(self) -> float:
+        return (self.bid + self.ask) / 2.0
+
+    @property
+    def spread(self) -> float:
+        return self.ask - self.bid
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    symbol: str
+    start: datetime
+    end: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    ticks: int  # number of quotes that built the bar
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPosition:
+    """What a strategy wants to hold in a symbol (signed shares)."""
+
+    symbol: str
+    quantity: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """A concrete order proposal before risk has looked at it."""
+
+    symbol: str
+    side: Side
+    quantity: int
+    order_type: OrderType = OrderType.MARKET
+    limit_price: float | None = None
+    reason: str = ""
+
+
+class InvalidOrderTransition(Exception):
+    """A status change the order state machine does not allow."""
+
+
+@dataclass(slots=True)
+class Order:
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: int
+    order_type: OrderType
+    created_at: datetime
+    limit_price: float | None = None
+    reason: str = ""
+    status: OrderStatus = OrderStatus.PENDING_SUBMIT
+    updated_at: datetime | None = None
+    filled_quantity: int = 0
+    avg_fill_price: float = 0.0
+    commission: float = 0.0
+    broker_order_id: str | None = None
+    last_message: str = ""
+    reduce_only: bool = False
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.filled_quantity
+
+    @property
+    def is_working(self) -> bool:
+        return self.status.is_working
+
+    @property
+    def signed_remaining(self) -> int:
+        return self.side.sign * self.remaining
+
+    def transition(self, new: OrderStatus, ts: datetime, message: str = "") -> bool:
+        """Move to ``new``; returns False when already there, raises when not allowed."""
+        if new is self.status and new is not OrderStatus.PARTIALLY_FILLED:
+            if message:
+                self.last_message = message
+            return False
+        if new not in ALLOWED_TRANSITIONS[self.status]:
+            raise InvalidOrderTransition(
+                f"order {self.client_order_id}: {self.status} -> {new} is not allowed"
+            )
+        self.status = new
+        self.updated_at = ts
+        if message:
+            self.last_message = message
+        return True
+
+    def apply_fill_quantity(self, quantity: int, price: float, commission: float) -> None:
+        """Accumulate a partial or full fill into filled quantity and average price."""
+        total = self.filled_quantity + quantity
+        self.avg_fill_price = (
+            self.avg_fill_price * self.filled_quantity + price * quantity
+        ) / total
+        self.filled_quantity = total
+        self.commission += commission
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    exec_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: int
+    price: float
+    commission: float
+    ts: datetime
+
+    @property
+    def signed_quantity(self) -> int:
+        return self.side.sign * self.quantity
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStatusUpdate:
+    """What a broker reports about one of our orders (fills arrive separately as Fill)."""
+
+    client_order_id: str
+    status: OrderStatus
+    ts: datetime
+    broker_order_id: str | None = None
+    message: str = ""
+    error_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountValues:
+    account_id: str
+    cash: float
+    net_liquidation: float
+    buying_power: float
+
+
+@dataclass(slots=True)
+class Position:
+    """Average-cost position; realized P&L is booked on reductions and flips."""
+
+    symbol: str
+    quantity: int = 0
+    avg_cost: float = 0.0
+    realized_pnl: float = 0.0
+    commissions: float = 0.0
+    mark_price: float = math.nan
+
+    @property
+    def market_value(self) -> float:
+        return 0.0 if self.quantity == 0 else self.quantity * self.mark_price
+
+    @property
+    def unrealized_pnl(self) -> float:
+        if self.quantity == 0 or math.isnan(self.mark_price):
+            return 0.0
+        return (self.mark_price - self.avg_cost) * self.quantity
+
+
+class AlertSeverity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return ("info", "warning", "critical").index(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    severity: AlertSeverity
+    key: str  # dedup key, e.g. "order_rejected:AAPL"
+    message: str
+    ts: datetime
+    fields: dict[str, str] = field(default_factory=dict)
