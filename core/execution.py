@@ -1,0 +1,318 @@
+"""Target position → orders, order lifecycle, fills, reconciliation.
+
+One working order per symbol at most: when the target changes while an order
+works, that order is cancelled and the new delta is sent only once the cancel
+is confirmed (cancel/replace without stacking). Orders are journaled before
+they reach the broker; the send itself is fire-and-track from one sender task,
+so the quote → order decision stays synchronous and never awaits I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from loguru import logger
+
+from core.brokers.base import Broker
+from core.bus import EventBus
+from core.clock import Clock
+from core.events import (
+    FillReceived,
+    OrderRejected,
+    OrderSubmitted,
+    OrderUpdated,
+    OrderUpdateRefused,
+    PositionMismatch,
+    ReconciliationCompleted,
+)
+from core.journal import Journal
+from core.model import (
+    Fill,
+    InvalidOrderTransition,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderStatusUpdate,
+    OrderType,
+    Side,
+    TargetPosition,
+)
+from core.portfolio import Portfolio
+from core.risk import RiskManager
+
+# Fill-driven statuses come from our own fill accounting, never from the
+# broker's status message alone (IB may report "Filled" before execDetails).
+_FILL_STATUSES = frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED})
+
+
+class ExecutionEngine:
+    def __init__(
+        self,
+        bus: EventBus,
+        clock: Clock,
+        broker: Broker,
+        journal: Journal,
+        risk: RiskManager,
+        portfolio: Portfolio,
+        *,
+        id_prefix: str = "TC",
+    ) -> None:
+        self._bus = bus
+        self._clock = clock
+        self._broker = broker
+        self._journal = journal
+        self._risk = risk
+        self._portfolio = portfolio
+        start = clock.now()
+        self._id_stem = f"{id_prefix}-{start:%y%m%d-%H%M%S}"
+        self._seq = 0
+        self.orders: dict[str, Order] = {}
+        self._working: dict[str, str] = {}  # symbol -> client order id
+        self._targets: dict[str, TargetPosition] = {}
+        self._cancel_before_send: set[str] = set()
+        self._seen_exec_ids: set[str] = set()
+        self._send_queue: asyncio.Queue[Order] = asyncio.Queue()
+        self.last_mismatches: tuple[PositionMismatch, ...] = ()
+        self.last_reconcile_at: datetime | None = None
+
+    # ------------------------------------------------------------- decisions
+    def on_target(self, target: TargetPosition) -> None:
+        self._targets[target.symbol] = target
+        self._rebalance(target.symbol)
+
+    def on_intent(self, intent: OrderIntent) -> Order | None:
+        """A strategy's explicit order; refused while another order works on the symbol."""
+        if intent.symbol in self._working:
+            logger.info("intent skipped: order working", symbol=intent.symbol)
+            return None
+        position = self._portfolio.quantity(intent.symbol)
+        approved = self._risk.review(intent, position)
+        if approved <= 0:
+            return None
+        return self._submit(intent, approved, position)
+
+    def target(self, symbol: str) -> int | None:
+        target = self._targets.get(symbol)
+        return target.quantity if target else None
+
+    def _rebalance(self, symbol: str) -> None:
+        target = self._targets.get(symbol)
+        if target is None:
+            return
+        position = self._portfolio.quantity(symbol)
+        delta = target.quantity - position
+        working_id = self._working.get(symbol)
+        if working_id is not None:
+            order = self.orders[working_id]
+            if order.signed_remaining != delta and order.status is not OrderStatus.PENDING_CANCEL:
+                self.cancel(working_id, "replaced: target changed")
+            return
+        if delta == 0:
+            return
+        side = Side.BUY if delta > 0 else Side.SELL
+        intent = OrderIntent(symbol, side, abs(delta), OrderType.MARKET, reason=target.reason)
+        approved = self._risk.review(intent, position)
+        if approved > 0:
+            self._submit(intent, approved, position)
+
+    def _submit(self, intent: OrderIntent, quantity: int, position: int) -> Order:
+        self._seq += 1
+        now = self._clock.now()
+        reduce_only = position * intent.side.sign < 0 and quantity <= abs(position)
+        order = Order(
+            client_order_id=f"{self._id_stem}-{self._seq:04d}",
+            symbol=intent.symbol,
+            side=intent.side,
+            quantity=quantity,
+            order_type=intent.order_type,
+            created_at=now,
+            limit_price=intent.limit_price,
+            reason=intent.reason,
+            updated_at=now,
+            reduce_only=reduce_only,
+        )
+        self.orders[order.client_order_id] = order
+        self._working[order.symbol] = order.client_order_id
+        self._send_queue.put_nowait(order)
+        return order
+
+    # ------------------------------------------------------------- sending
+    async def run(self) -> None:
+        """Sender task: journal each order durably, then hand it to the broker."""
+        while True:
+            order = await self._send_queue.get()
+            try:
+                await self._journal_and_send(order)
+            finally:
+                self._send_queue.task_done()
+
+    async def _journal_and_send(self, order: Order) -> None:
+        now = self._clock.now()
+        if order.client_order_id in self._cancel_before_send:
+            self._cancel_before_send.discard(order.client_order_id)
+            self._finish(order, OrderStatus.CANCELLED, "cancelled before it was sent")
+            return
+        try:
+            await self._journal.write_order(order)
+        except Exception as exc:  # never send an order the journal does not hold
+            logger.exception("journal write failed", client_order_id=order.client_order_id)
+            self._reject(order, f"not sent: journal write failed ({exc})", None)
+            return
+        self._broker.place_order(order)
+        logger.info(
+            "order sent {side} {qty} {symbol}",
+            client_order_id=order.client_order_id,
+            side=str(order.side),
+            qty=order.quantity,
+            symbol=order.symbol,
+            reason=order.reason,
+        )
+        self._bus.publish(OrderSubmitted(order, now))
+
+    async def drain(self) -> None:
+        """Wait until every queued order has been journaled and sent."""
+        await self._send_queue.join()
+
+    # ------------------------------------------------------------- cancels
+    def cancel(self, client_order_id: str, reason: str = "cancel requested") -> None:
+        order = self.orders.get(client_order_id)
+        if order is None or not order.is_working or order.status is OrderStatus.PENDING_CANCEL:
+            return
+        if order.status is OrderStatus.PENDING_SUBMIT and order.broker_order_id is None:
+            self._cancel_before_send.add(client_order_id)
+        order.transition(OrderStatus.PENDING_CANCEL, self._clock.now(), reason)
+        self._bus.publish(OrderUpdated(order, self._clock.now()))
+        if client_order_id not in self._cancel_before_send:
+            self._broker.cancel_order(client_order_id)
+
+    def cancel_all(self, reason: str) -> int:
+        ids = list(self._working.values())
+        for client_order_id in ids:
+            self.cancel(client_order_id, reason)
+        return len(ids)
+
+    def flatten(self, reason: str) -> list[str]:
+        """Target zero everywhere; the closing orders are reduce-only so risk lets them through."""
+        symbols = [s for s, p in self._portfolio.positions.items() if p.quantity != 0]
+        symbols += [s for s in self._targets if s not in symbols]
+        for symbol in symbols:
+            self._targets[symbol] = TargetPosition(symbol, 0, reason)
+        for symbol in symbols:
+            self._rebalance(symbol)
+        return [s for s in symbols if self._portfolio.quantity(s) != 0]
+
+    def clear_targets(self) -> None:
+        """Forget desired positions (on halt) so nothing is re-sent by itself on resume."""
+        self._targets.clear()
+
+    # ------------------------------------------------------------- broker reports
+    def on_order_status(self, update: OrderStatusUpdate) -> None:
+        order = self.orders.get(update.client_order_id)
+        if order is None:
+            self._refuse(update.client_order_id, f"status {update.status} for an unknown order")
+            return
+        if update.broker_order_id and order.broker_order_id != update.broker_order_id:
+            order.broker_order_id = update.broker_order_id
+        if update.status is OrderStatus.REJECTED:
+            self._reject(order, update.message or "rejected by broker", update.error_code)
+            return
+        if update.status in _FILL_STATUSES:
+            if update.message:
+                order.last_message = update.message
+            return
+        if update.status is OrderStatus.SUBMITTED and order.status is not OrderStatus.PENDING_SUBMIT:
+            return  # a late acknowledgement after fills or a cancel request changes nothing
+        if update.status is OrderStatus.CANCELLED:
+            self._finish(order, OrderStatus.CANCELLED, update.message or "cancelled")
+            return
+        self._transition(order, update.status, update.message)
+
+    def on_broker_error(self, code: int, message: str, client_order_id: str | None) -> None:
+        order = self.orders.get(client_order_id) if client_order_id else None
+        if order is not None and order.status is OrderStatus.PENDING_SUBMIT:
+            self._reject(order, message, code)
+        elif order is not None:
+            order.last_message = f"[{code}] {message}"
+            self._bus.publish(OrderUpdated(order, self._clock.now()))
+
+    def on_fill(self, fill: Fill) -> bool:
+        """Apply a fill exactly once (de-duplicated by execution id); returns whether new."""
+        if fill.exec_id in self._seen_exec_ids:
+            return False
+        self._seen_exec_ids.add(fill.exec_id)
+        self._portfolio.apply_fill(fill)
+        self._bus.publish(FillReceived(fill))
+        order = self.orders.get(fill.client_order_id)
+        if order is None:
+            self._refuse(fill.client_order_id, f"fill {fill.exec_id} for an unknown order")
+            return True
+        order.apply_fill_quantity(fill.quantity, fill.price, fill.commission)
+        if order.filled_quantity >= order.quantity:
+            self._finish(order, OrderStatus.FILLED, "filled")
+        else:
+            self._transition(order, OrderStatus.PARTIALLY_FILLED, "partially filled")
+        return True
+
+    # ------------------------------------------------------------- helpers
+    def _transition(self, order: Order, status: OrderStatus, message: str) -> bool:
+        try:
+            changed = order.transition(status, self._clock.now(), message)
+        except InvalidOrderTransition as exc:
+            self._refuse(order.client_order_id, str(exc))
+            return False
+        self._bus.publish(OrderUpdated(order, self._clock.now()))
+        return changed
+
+    def _finish(self, order: Order, status: OrderStatus, message: str) -> None:
+        if self._transition(order, status, message) and order.status is status:
+            if self._working.get(order.symbol) == order.client_order_id:
+                del self._working[order.symbol]
+            self._rebalance(order.symbol)
+
+    def _reject(self, order: Order, reason: str, code: int | None) -> None:
+        if not self._transition(order, OrderStatus.REJECTED, reason):
+            return
+        logger.error(
+            "order rejected: {reason}",
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            code=code,
+            reason=reason,
+        )
+        self._bus.publish(OrderRejected(order, reason, self._clock.now(), code))
+        if self._working.get(order.symbol) == order.client_order_id:
+            del self._working[order.symbol]
+        # The target stays, but it is not retried now: a broker reject repeats on retry.
+        self._targets.pop(order.symbol, None)
+
+    def _refuse(self, client_order_id: str, reason: str) -> None:
+        logger.error("order update refused: {reason}", client_order_id=client_order_id, reason=reason)
+        self._bus.publish(OrderUpdateRefused(client_order_id, reason, self._clock.now()))
+
+    # ------------------------------------------------------------- queries
+    def working_orders(self) -> list[Order]:
+        return [self.orders[i] for i in self._working.values()]
+
+    def reconcile(self) -> tuple[PositionMismatch, ...]:
+        """Compare internal positions with the broker's; publish each mismatch."""
+        now = self._clock.now()
+        broker = self._broker.positions()
+        symbols = set(broker) | {s for s, p in self._portfolio.positions.items() if p.quantity}
+        mismatches = tuple(
+            PositionMismatch(s, self._portfolio.quantity(s), broker.get(s, 0), now)
+            for s in sorted(symbols)
+            if self._portfolio.quantity(s) != broker.get(s, 0)
+        )
+        for mismatch in mismatches:
+            logger.warning(
+                "position mismatch",
+                symbol=mismatch.symbol,
+                internal=mismatch.internal_quantity,
+                broker=mismatch.broker_quantity,
+            )
+            self._bus.publish(mismatch)
+        self.last_mismatches = mismatches
+        self.last_reconcile_at = now
+        self._bus.publish(ReconciliationCompleted(mismatches, now))
+        return mismatches

@@ -1,0 +1,133 @@
+"""Market-data feed supervisor: validation, latest-quote cache, staleness.
+
+Every quote from every broker passes through `MarketDataFeed.on_raw_quote`
+before anything else sees it. Malformed quotes are dropped, counted per
+symbol and logged; good ones are cached and published as `QuoteReceived`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from loguru import logger
+
+from core.bus import EventBus
+from core.clock import Clock
+from core.events import QuoteReceived, QuoteRejected
+from core.model import Quote
+
+# After this many consecutive "jump" rejects that agree with each other, the
+# market really has moved (a gap, a halt reopening): re-anchor instead of
+# dropping every quote for the rest of the day.
+JUMP_CONFIRMATIONS = 3
+
+
+@dataclass(slots=True)
+class _SymbolState:
+    last: Quote | None = None
+    jump_candidate: float | None = None
+    jump_confirmations: int = 0
+
+
+class MarketDataFeed:
+    """Validates raw quotes and keeps the latest good one per symbol."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        clock: Clock,
+        symbols: tuple[str, ...],
+        *,
+        max_jump_pct: float,
+        stale_after_seconds: float,
+    ) -> None:
+        self._bus = bus
+        self._clock = clock
+        self._symbols = frozenset(symbols)
+        self._max_jump = max_jump_pct / 100.0
+        self._stale_after = stale_after_seconds
+        self._state: dict[str, _SymbolState] = {s: _SymbolState() for s in symbols}
+        self.rejected: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ intake
+    def on_raw_quote(self, quote: Quote) -> bool:
+        """Validate and publish; returns whether the quote was accepted."""
+        reason = self._invalid_reason(quote)
+        if reason is not None:
+            self._reject(quote.symbol, reason)
+            return False
+        self._state[quote.symbol].last = quote
+        self.accepted[quote.symbol] += 1
+        self._bus.publish(QuoteReceived(quote))
+        return True
+
+    def _invalid_reason(self, q: Quote) -> str | None:
+        if q.symbol not in self._symbols:
+            return "unknown symbol"
+        values = (q.bid, q.ask) if q.last is None else (q.bid, q.ask, q.last)
+        if not all(math.isfinite(v) for v in values):
+            return "non-finite price"
+        if q.bid <= 0 or q.ask <= 0 or (q.last is not None and q.last <= 0):
+            return "price <= 0"
+        if q.bid > q.ask:
+            return f"crossed: bid {q.bid} > ask {q.ask}"
+        if q.bid_size < 0 or q.ask_size < 0:
+            return "negative size"
+        return self._jump_reason(q)
+
+    def _jump_reason(self, q: Quote) -> str | None:
+        state = self._state[q.symbol]
+        if state.last is None:
+            return None
+        reference = state.last.mid
+        move = abs(q.mid - reference) / reference
+        if move <= self._max_jump:
+            state.jump_candidate, state.jump_confirmations = None, 0
+            return None
+        candidate = state.jump_candidate
+        if candidate is not None and abs(q.mid - candidate) / candidate <= self._max_jump:
+            state.jump_confirmations += 1
+        else:
+            state.jump_confirmations = 1
+        state.jump_candidate = q.mid
+        if state.jump_confirmations >= JUMP_CONFIRMATIONS:
+            logger.warning(
+                "quote level re-anchored after {n} consistent jumps",
+                symbol=q.symbol,
+                n=state.jump_confirmations,
+                old=reference,
+                new=q.mid,
+            )
+            state.jump_candidate, state.jump_confirmations = None, 0
+            return None
+        return f"jump {move:.1%} from {reference:.4f}"
+
+    def _reject(self, symbol: str, reason: str) -> None:
+        self.rejected[symbol] += 1
+        logger.warning("quote dropped: {reason}", symbol=symbol, reason=reason)
+        self._bus.publish(QuoteRejected(symbol, reason, self._clock.now()))
+
+    # ------------------------------------------------------------------ queries
+    def latest(self, symbol: str) -> Quote | None:
+        state = self._state.get(symbol)
+        return state.last if state else None
+
+    def age_seconds(self, symbol: str) -> float | None:
+        quote = self.latest(symbol)
+        if quote is None:
+            return None
+        return (self._clock.now() - quote.ts).total_seconds()
+
+    def is_stale(self, symbol: str) -> bool:
+        age = self.age_seconds(symbol)
+        return age is None or age > self._stale_after
+
+    def stale_symbols(self) -> list[str]:
+        return [s for s in sorted(self._symbols) if self.is_stale(s)]
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        return self._symbols
