@@ -1,0 +1,36 @@
+"""Pick the broker for the configured TRADING_MODE."""
+
+from __future__ import annotations
+
+from core.brokers.base import Broker
+from core.brokers.sim import SimVenue, SimVenueConfig
+from core.clock import Clock
+from core.config import Settings
+from core.model import TradingMode
+
+
+class BrokerUnavailable(Exception):
+    """The configured mode cannot be served by this build; the message says what to do."""
+
+
+def sim_venue_config(settings: Settings) -> SimVenueConfig:
+    return SimVenueConfig(
+        symbols=settings.symbols,
+        seed=settings.sim_seed,
+        quotes_per_second=settings.sim_quotes_per_second,
+        starting_cash=settings.sim_starting_cash,
+        commission_per_share=settings.sim_commission_per_share,
+        commission_min=settings.sim_commission_min,
+        commission_max_pct=settings.sim_commission_max_pct,
+        latency_ms=settings.sim_latency_ms,
+        volatility_bp=settings.sim_volatility_bp,
+    )
+
+
+def build_broker(settings: Settings, clock: Clock) -> Broker:
+    if settings.trading_mode is TradingMode.SIM:
+        return SimVenue(sim_venue_config(settings), clock)
+    raise BrokerUnavailable(
+        f"TRADING_MODE={settings.trading_mode}: the Interactive Brokers adapter is not part of "
+        "this build yet; use TRADING_MODE=sim"
+    )

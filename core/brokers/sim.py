@@ -1,0 +1,599 @@
+"""The built-in simulated venue: synthetic quotes, order matching and a cash account.
+
+It implements the ``Broker`` protocol so the same core runs against it as
+against IB. Everything is driven by the injected clock (ARCHITECTURE rule 6):
+``advance_to(now)`` generates the quotes that were due since the last call and
+delivers the order events whose latency has elapsed, so replay and tests are
+deterministic for a given seed; ``run()`` merely calls it in a loop in live use.
+
+Simplifications worth knowing:
+- Quotes are published only while connected; a disconnected venue drops the
+  schedule (no burst of stale quotes on reconnect). Orders that reach the
+  venue while it is disconnected are rejected with IB's code 504.
+- The buying-power check looks at positions plus the new order, not at other
+  working orders.
+- Each symbol has its own RNG (and a second one for malformed quotes), so
+  one symbol's stream does not depend on which others are subscribed or on
+  ``bad_quote_rate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from core.brokers.base import BrokerListener
+from core.clock import Clock
+from core.model import (
+    AccountValues,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderStatusUpdate,
+    OrderType,
+    Quote,
+    QuoteSource,
+    Side,
+)
+
+if TYPE_CHECKING:
+    from core.brokers.base import Broker
+
+# A long pause (laptop sleep, debugger) must not burst millions of quotes:
+# only the last minute of a gap is generated.
+MAX_CATCHUP_SECONDS = 60.0
+
+TICK = 0.01
+_EPS = 1e-9
+_FIRST_BROKER_ORDER_ID = 1001
+
+# IB's error codes, so code downstream treats the sim like the real thing.
+ERR_NO_SECURITY_DEFINITION = 200
+ERR_ORDER_REJECTED = 201
+ERR_NOT_CONNECTED = 504
+ERR_CANCEL_NOT_FOUND = 10147
+ERR_CANCEL_NOT_CANCELLABLE = 161
+
+
+@dataclass(frozen=True, slots=True)
+class SimVenueConfig:
+    """Settings of the simulated venue; validated on construction."""
+
+    symbols: tuple[str, ...]
+    seed: int = 7
+    quotes_per_second: float = 4.0  # per symbol
+    starting_cash: float = 100_000.0
+    commission_per_share: float = 0.005
+    commission_min: float = 1.0
+    commission_max_pct: float = 1.0  # percent of the fill's value
+    latency_ms: float = 0.0
+    volatility_bp: float = 5.0  # stdev of one quote's step of the mid, basis points
+    buying_power_multiple: float = 2.0
+    bad_quote_rate: float = 0.0  # fraction of published quotes deliberately malformed
+    account_id: str = "SIM-0001"
+
+    def __post_init__(self) -> None:
+        # Accept any sequence but keep the frozen value hashable and immutable.
+        object.__setattr__(self, "symbols", tuple(self.symbols))
+        if not self.symbols:
+            raise ValueError("SimVenueConfig.symbols: give at least one symbol, e.g. ('AAPL',)")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ValueError(f"SimVenueConfig.symbols: duplicates in {self.symbols}")
+        for name in ("quotes_per_second", "starting_cash", "buying_power_multiple"):
+            if not getattr(self, name) > 0:  # also catches NaN
+                raise ValueError(f"SimVenueConfig.{name} must be > 0, got {getattr(self, name)}")
+        costs = ("commission_per_share", "commission_min", "commission_max_pct")
+        for name in (*costs, "latency_ms", "volatility_bp"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"SimVenueConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.bad_quote_rate <= 1.0:
+            raise ValueError(
+                f"SimVenueConfig.bad_quote_rate must be within 0..1, got {self.bad_quote_rate}"
+            )
+
+
+@dataclass(slots=True)
+class _Book:
+    """The venue's true top of book for one symbol; published quotes may lie, this does not."""
+
+    symbol: str
+    walk: random.Random
+    noise: random.Random  # malformed-quote draws, apart so they never perturb the walk
+    mid: float
+    half_spread: float
+    bid: float = 0.0
+    ask: float = 0.0
+    bid_size: int = 0
+    ask_size: int = 0
+
+    def recentre(self) -> None:
+        # Bid rounds down and ask rounds up to the tick so the spread never collapses.
+        bid = math.floor((self.mid - self.half_spread) / TICK + _EPS) * TICK
+        ask = math.ceil((self.mid + self.half_spread) / TICK - _EPS) * TICK
+        bid = max(bid, TICK)
+        ask = max(ask, bid + TICK)
+        self.bid = round(bid, 2)
+        self.ask = round(ask, 2)
+
+
+@dataclass(slots=True)
+class _VenueOrder:
+    """The venue's own copy of an order; the caller's Order is never mutated."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: int
+    order_type: OrderType
+    limit_price: float | None
+    status: OrderStatus = OrderStatus.PENDING_SUBMIT
+    filled: int = 0
+    broker_order_id: str | None = None
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.filled
+
+
+class SimVenue:
+    """A deterministic simulated venue implementing the Broker protocol."""
+
+    name = "sim"
+
+    def __init__(self, config: SimVenueConfig, clock: Clock) -> None:
+        self._config = config
+        self._clock = clock
+        self._listener: BrokerListener | None = None
+        self._connected = False
+        self._start = clock.now()
+        self._rate = config.quotes_per_second * len(config.symbols)  # quote slots per second
+        self._next_slot = 0  # slot j is due at start + (j+1)/rate, for symbol j % n
+        self._books = [self._new_book(symbol, i) for i, symbol in enumerate(config.symbols)]
+        self._book_by_symbol = {book.symbol: book for book in self._books}
+        self._subscribed: set[str] = set()
+        self._latency = timedelta(milliseconds=config.latency_ms)
+        # What reaches the venue once the latency has elapsed: a heap of
+        # (due, sequence, "place" | "cancel", client_order_id).
+        self._pending: list[tuple[datetime, int, str, str]] = []
+        self._action_seq = 0
+        # Set while advance_to works through events, so an order placed from a
+        # listener callback is stamped with the time of the event that caused it.
+        self._venue_time: datetime | None = None
+        self._orders: dict[str, _VenueOrder] = {}
+        self._working: dict[str, list[_VenueOrder]] = {s: [] for s in config.symbols}
+        self._next_broker_id = _FIRST_BROKER_ORDER_ID
+        self._exec_seq = 0
+        self._cash = config.starting_cash
+        self._positions: dict[str, int] = {}
+        self.fills: list[Fill] = []
+        self.quotes_published = 0
+
+    # -- setup ---------------------------------------------------------------
+
+    def _new_book(self, symbol: str, index: int) -> _Book:
+        # String seeds are hashed deterministically (unlike hash()), so streams are
+        # reproducible across processes and independent per symbol.
+        walk = random.Random(f"{self._config.seed}:{index}:{symbol}")
+        noise = random.Random(f"{self._config.seed}:{index}:{symbol}:bad")
+        mid = round(walk.uniform(20.0, 500.0), 2)
+        book = _Book(symbol=symbol, walk=walk, noise=noise, mid=mid, half_spread=0.0)
+        self._redraw_book(book)
+        return book
+
+    @staticmethod
+    def _redraw_book(book: _Book) -> None:
+        rng = book.walk
+        book.half_spread = book.mid * rng.uniform(1.0, 5.0) / 10_000.0 / 2.0
+        book.bid_size = rng.randint(1, 10) * 100
+        book.ask_size = rng.randint(1, 10) * 100
+        book.recentre()
+
+    @property
+    def config(self) -> SimVenueConfig:
+        return self._config
+
+    def set_listener(self, listener: BrokerListener) -> None:
+        self._listener = listener
+
+    def _require_listener(self) -> BrokerListener:
+        if self._listener is None:
+            raise RuntimeError("SimVenue has no listener: call set_listener() before using it")
+        return self._listener
+
+    # -- connection ----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def connect(self) -> None:
+        listener = self._require_listener()
+        if self._connected:
+            return
+        self._connected = True
+        # Start streaming from now: quotes missed while disconnected are not replayed.
+        self._next_slot = max(self._next_slot, self._slots_due(self._clock.now()))
+        listener.on_connection_changed(True, f"connected to simulated venue {self.account_id}")
+
+    async def disconnect(self) -> None:
+        listener = self._require_listener()
+        if not self._connected:
+            return
+        self._connected = False
+        listener.on_connection_changed(False, "disconnected from simulated venue")
+
+    @property
+    def account_id(self) -> str:
+        return self._config.account_id
+
+    # -- market data ---------------------------------------------------------
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self._config.symbols
+
+    @property
+    def subscribed(self) -> frozenset[str]:
+        return frozenset(self._subscribed)
+
+    def subscribe_quotes(self, symbols: Sequence[str]) -> None:
+        for symbol in symbols:
+            if symbol in self._book_by_symbol:
+                self._subscribed.add(symbol)
+            else:
+                self._require_listener().on_broker_error(
+                    ERR_NO_SECURITY_DEFINITION,
+                    f"No security definition has been found for the request: {symbol}",
+                    None,
+                )
+
+    def unsubscribe_quotes(self, symbols: Sequence[str]) -> None:
+        self._subscribed.difference_update(symbols)
+
+    def mid(self, symbol: str) -> float:
+        """The venue's true mid price (not necessarily the last published quote's)."""
+        return self._book(symbol).mid
+
+    def set_mid(self, symbol: str, price: float) -> None:
+        """Move the true price; later quotes continue the random walk from here."""
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(f"set_mid({symbol!r}): price must be a positive number, got {price}")
+        book = self._book(symbol)
+        # Keep the relative spread and sizes: redrawing would consume RNG draws
+        # and shift every later quote of the stream.
+        relative = book.half_spread / book.mid
+        book.mid = price
+        book.half_spread = price * relative
+        book.recentre()
+
+    def shock(self, symbol: str, pct: float) -> None:
+        """Jump the true price by ``pct`` percent (e.g. -10 for a 10% drop)."""
+        if not pct > -100.0:
+            raise ValueError(f"shock({symbol!r}): pct must be > -100, got {pct}")
+        self.set_mid(symbol, self._book(symbol).mid * (1.0 + pct / 100.0))
+
+    def _book(self, symbol: str) -> _Book:
+        try:
+            return self._book_by_symbol[symbol]
+        except KeyError:
+            raise ValueError(
+                f"unknown symbol {symbol!r}: the sim venue knows {', '.join(self.symbols)}"
+            ) from None
+
+    def _slots_due(self, now: datetime) -> int:
+        """How many quote slots (0-based count) are due at or before ``now``."""
+        elapsed = (now - self._start).total_seconds()
+        return max(0, math.floor(elapsed * self._rate + _EPS))
+
+    def _slot_time(self, slot: int) -> datetime:
+        return self._start + timedelta(seconds=(slot + 1) / self._rate)
+
+    # -- the clock drive -----------------------------------------------------
+
+    def advance_to(self, now: datetime) -> int:
+        """Publish every quote due up to ``now`` and deliver due order events.
+
+        Returns the number of quotes published.
+        """
+        due = self._slots_due(now)
+        published = 0
+        outer_time = self._venue_time  # restored for a call from inside a listener callback
+        try:
+            if due > self._next_slot and not self._connected:
+                self._next_slot = due  # a disconnected venue streams nothing
+            elif due > self._next_slot:
+                self._skip_long_gap(now)
+                n_symbols = len(self._books)
+                while self._next_slot < due and self._connected:
+                    slot = self._next_slot
+                    # Advance first so a re-entrant call cannot publish the slot twice.
+                    self._next_slot = slot + 1
+                    book = self._books[slot % n_symbols]
+                    if book.symbol not in self._subscribed:
+                        continue
+                    ts = min(self._slot_time(slot), now)
+                    self._deliver_due(ts)
+                    self._venue_time = ts
+                    self._publish_quote(book, ts)
+                    published += 1
+            self._deliver_due(now)
+        finally:
+            self._venue_time = outer_time
+        return published
+
+    def process_orders(self) -> None:
+        """Deliver order events whose latency has elapsed by ``clock.now()``, without quotes."""
+        outer_time = self._venue_time
+        try:
+            self._deliver_due(self._clock.now())
+        finally:
+            self._venue_time = outer_time
+
+    def _skip_long_gap(self, now: datetime) -> None:
+        elapsed = (now - self._start).total_seconds()
+        # Slot j is at (j+1)/rate; keep those later than now - MAX_CATCHUP_SECONDS.
+        first_kept = math.floor((elapsed - MAX_CATCHUP_SECONDS) * self._rate + _EPS)
+        if first_kept > self._next_slot:
+            logger.warning(
+                "sim venue skipped {skipped} quote slots after a {gap:.1f}s pause",
+                skipped=first_kept - self._next_slot,
+                gap=elapsed - (self._next_slot + 1) / self._rate,
+            )
+            self._next_slot = first_kept
+
+    async def run(self) -> None:
+        """Drive the venue from the clock until cancelled (live use)."""
+        period = min(0.05, 1.0 / self._rate)
+        try:
+            while True:
+                self.advance_to(self._clock.now())
+                await asyncio.sleep(period)
+        except asyncio.CancelledError:
+            logger.debug("sim venue clock loop cancelled")
+            raise
+
+    def _publish_quote(self, book: _Book, ts: datetime) -> None:
+        listener = self._require_listener()
+        # Multiplicative step keeps the price positive.
+        book.mid *= math.exp(book.walk.gauss(0.0, self._config.volatility_bp / 10_000.0))
+        self._redraw_book(book)
+        quote = Quote(
+            symbol=book.symbol,
+            ts=ts,
+            bid=book.bid,
+            ask=book.ask,
+            bid_size=book.bid_size,
+            ask_size=book.ask_size,
+            source=QuoteSource.SIM,
+        )
+        rate = self._config.bad_quote_rate
+        if rate > 0.0 and book.noise.random() < rate:
+            quote = self._malformed(book, quote)
+        self.quotes_published += 1
+        listener.on_quote(quote)
+        # Orders match the true book, never the malformed quote.
+        self._match_working(book, ts)
+
+    @staticmethod
+    def _malformed(book: _Book, quote: Quote) -> Quote:
+        kind = book.noise.randrange(4)
+        if kind == 0:
+            return dataclasses.replace(quote, bid=math.nan)
+        if kind == 1:
+            return dataclasses.replace(quote, bid=-quote.bid)
+        if kind == 2:
+            return dataclasses.replace(quote, bid=round(quote.ask + quote.spread, 2), ask=quote.bid)
+        factor = 1.5 if book.noise.random() < 0.5 else 0.5
+        return dataclasses.replace(
+            quote, bid=round(quote.bid * factor, 2), ask=round(quote.ask * factor, 2)
+        )
+
+    # -- orders --------------------------------------------------------------
+
+    def place_order(self, order: Order) -> None:
+        """Queue ``order``; its acknowledgement and fills arrive on a later advance."""
+        if order.client_order_id in self._orders:
+            raise ValueError(f"duplicate client_order_id {order.client_order_id!r}")
+        self._orders[order.client_order_id] = _VenueOrder(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            quantity=order.quantity,
+            order_type=order.order_type,
+            limit_price=order.limit_price,
+        )
+        self._enqueue("place", order.client_order_id)
+
+    def cancel_order(self, client_order_id: str) -> None:
+        self._enqueue("cancel", client_order_id)
+
+    def _enqueue(self, kind: str, client_order_id: str) -> None:
+        placed_at = self._venue_time or self._clock.now()
+        self._action_seq += 1
+        due = placed_at + self._latency
+        heapq.heappush(self._pending, (due, self._action_seq, kind, client_order_id))
+
+    def _deliver_due(self, until: datetime) -> None:
+        while self._pending and self._pending[0][0] <= until:
+            due, _, kind, client_order_id = heapq.heappop(self._pending)
+            self._venue_time = due
+            if kind == "place":
+                self._activate(self._orders[client_order_id], due)
+            else:
+                self._cancel(client_order_id, due)
+
+    def _activate(self, order: _VenueOrder, ts: datetime) -> None:
+        listener = self._require_listener()
+        if order.status is not OrderStatus.PENDING_SUBMIT:
+            return  # cancelled before it reached the venue
+        rejection = self._rejection(order)
+        if rejection is not None:
+            reason, code = rejection
+            order.status = OrderStatus.REJECTED
+            update = OrderStatusUpdate(
+                order.client_order_id, OrderStatus.REJECTED, ts, message=reason, error_code=code
+            )
+            listener.on_order_status(update)
+            return
+        order.broker_order_id = str(self._next_broker_id)
+        self._next_broker_id += 1
+        order.status = OrderStatus.SUBMITTED
+        self._working[order.symbol].append(order)
+        listener.on_order_status(
+            OrderStatusUpdate(
+                order.client_order_id, OrderStatus.SUBMITTED, ts, order.broker_order_id
+            )
+        )
+        # A marketable order trades against the book it arrives at, not the next quote.
+        self._match_working(self._book_by_symbol[order.symbol], ts, only=order)
+
+    def _rejection(self, order: _VenueOrder) -> tuple[str, int] | None:
+        """Why the venue refuses ``order`` and IB's error code; None when it accepts it."""
+        if not self._connected:
+            return "Not connected", ERR_NOT_CONNECTED
+        reason = self._rejection_reason(order)
+        return None if reason is None else (reason, ERR_ORDER_REJECTED)
+
+    def _rejection_reason(self, order: _VenueOrder) -> str | None:
+        if order.quantity <= 0:
+            return f"quantity must be positive, got {order.quantity}"
+        book = self._book_by_symbol.get(order.symbol)
+        if book is None:
+            return (
+                f"unknown symbol {order.symbol!r}: the sim venue trades {', '.join(self.symbols)}"
+            )
+        price = order.limit_price
+        if order.order_type is OrderType.LIMIT and not (
+            price is not None and math.isfinite(price) and price > 0
+        ):
+            return f"limit order needs a positive limit price, got {price}"
+        position = self._positions.get(order.symbol, 0)
+        signed = order.side.sign * order.quantity
+        if position * signed < 0 and order.quantity <= abs(position):
+            return None  # reducing exposure is always allowed (fail safe)
+        nlv = self.account_values().net_liquidation
+        gross_after = self._gross_exposure() + (abs(position + signed) - abs(position)) * book.mid
+        limit = self._config.buying_power_multiple * nlv
+        if gross_after > limit + _EPS:
+            return (
+                f"insufficient buying power: gross exposure after the order would be "
+                f"{gross_after:,.2f}, limit is {limit:,.2f} "
+                f"({self._config.buying_power_multiple:g}x net liquidation {nlv:,.2f})"
+            )
+        return None
+
+    def _cancel(self, client_order_id: str, ts: datetime) -> None:
+        listener = self._require_listener()
+        order = self._orders.get(client_order_id)
+        if order is None:
+            listener.on_broker_error(
+                ERR_CANCEL_NOT_FOUND,
+                f"OrderId {client_order_id} that needs to be cancelled is not found; cannot cancel",
+                client_order_id,
+            )
+            return
+        if order.status.is_terminal:
+            listener.on_broker_error(
+                ERR_CANCEL_NOT_CANCELLABLE,
+                f"Cancel attempted when order {client_order_id} is not in a cancellable "
+                f"state ({order.status}); cannot cancel",
+                client_order_id,
+            )
+            return
+        order.status = OrderStatus.CANCELLED
+        if order in self._working.get(order.symbol, ()):
+            self._working[order.symbol].remove(order)
+        listener.on_order_status(
+            OrderStatusUpdate(
+                client_order_id, OrderStatus.CANCELLED, ts, order.broker_order_id, "cancelled"
+            )
+        )
+
+    def _match_working(self, book: _Book, ts: datetime, only: _VenueOrder | None = None) -> None:
+        working = self._working[book.symbol]
+        # Time priority: earlier orders take the displayed size first.
+        candidates = (only,) if only is not None else tuple(working)
+        filled_any = False
+        for order in candidates:
+            if order.status.is_working:
+                filled_any |= self._try_fill(order, book, ts)
+        if filled_any:
+            self._working[book.symbol] = [o for o in working if o.status.is_working]
+
+    def _try_fill(self, order: _VenueOrder, book: _Book, ts: datetime) -> bool:
+        limit = order.limit_price if order.order_type is OrderType.LIMIT else None
+        if order.side is Side.BUY:
+            if limit is not None and book.ask > limit + _EPS:
+                return False
+            quantity, price = min(order.remaining, book.ask_size), book.ask
+            book.ask_size -= quantity  # displayed size is consumed until the next quote
+        else:
+            if limit is not None and book.bid < limit - _EPS:
+                return False
+            quantity, price = min(order.remaining, book.bid_size), book.bid
+            book.bid_size -= quantity
+        if quantity <= 0:
+            return False
+        self._fill(order, quantity, price, ts)
+        return True
+
+    def commission(self, quantity: int, price: float) -> float:
+        """IB-like tiered fixed commission: per share, with a minimum and a % cap."""
+        per_share = max(quantity * self._config.commission_per_share, self._config.commission_min)
+        return min(per_share, self._config.commission_max_pct / 100.0 * quantity * price)
+
+    def _fill(self, order: _VenueOrder, quantity: int, price: float, ts: datetime) -> None:
+        listener = self._require_listener()
+        fee = self.commission(quantity, price)
+        self._exec_seq += 1
+        exec_id = f"SIM-{self._exec_seq:08d}"  # unique: the journal de-duplicates fills by it
+        fill = Fill(
+            exec_id, order.client_order_id, order.symbol, order.side, quantity, price, fee, ts
+        )
+        # Book the account before telling anyone, so a listener reading
+        # account_values() inside on_fill sees the fill applied.
+        order.filled += quantity
+        order.status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
+        signed = fill.signed_quantity
+        self._cash -= signed * price + fee
+        self._positions[order.symbol] = self._positions.get(order.symbol, 0) + signed
+        if self._positions[order.symbol] == 0:
+            del self._positions[order.symbol]  # positions() reports non-zero holdings only
+        self.fills.append(fill)
+        listener.on_fill(fill)
+        listener.on_order_status(
+            OrderStatusUpdate(order.client_order_id, order.status, ts, order.broker_order_id)
+        )
+
+    # -- account -------------------------------------------------------------
+
+    def positions(self) -> dict[str, int]:
+        return dict(self._positions)
+
+    def _gross_exposure(self) -> float:
+        return sum(abs(qty) * self._book_by_symbol[s].mid for s, qty in self._positions.items())
+
+    def account_values(self) -> AccountValues:
+        market_value = sum(qty * self._book_by_symbol[s].mid for s, qty in self._positions.items())
+        nlv = self._cash + market_value
+        return AccountValues(
+            account_id=self._config.account_id,
+            cash=self._cash,
+            net_liquidation=nlv,
+            buying_power=self._config.buying_power_multiple * nlv - self._gross_exposure(),
+        )
+
+
+if TYPE_CHECKING:
+
+    def _is_a_broker(venue: SimVenue) -> Broker:
+        return venue  # mypy proves SimVenue satisfies the protocol

@@ -1,0 +1,119 @@
+"""Turns trading events into operator alerts and keeps the recent ones for the console.
+
+Alerts are published as `AlertRaised` on the bus; the recorder stores them and
+outbound channels (WhatsApp, Telegram, e-mail) subscribe to the same event, so
+raising an alert never waits on a network.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from loguru import logger
+
+from core.bus import EventBus
+from core.clock import Clock
+from core.events import (
+    AlertRaised,
+    BreakerReset,
+    BreakerTripped,
+    BrokerConnectionChanged,
+    DrawdownExceeded,
+    OrderRejected,
+    OrderUpdateRefused,
+    PositionMismatch,
+    TradingStateChanged,
+)
+from core.model import Alert, AlertSeverity, TradingState
+
+_LOG_LEVEL = {
+    AlertSeverity.INFO: "INFO",
+    AlertSeverity.WARNING: "WARNING",
+    AlertSeverity.CRITICAL: "CRITICAL",
+}
+
+
+class AlertRaiser:
+    """Subscribes to the events an operator must hear about and raises alerts for them."""
+
+    def __init__(self, bus: EventBus, clock: Clock, history: int = 200) -> None:
+        self._bus = bus
+        self._clock = clock
+        self.recent: deque[Alert] = deque(maxlen=history)
+        bus.subscribe(OrderRejected, self._on_order_rejected)
+        bus.subscribe(OrderUpdateRefused, self._on_update_refused)
+        bus.subscribe(BreakerTripped, self._on_breaker_tripped)
+        bus.subscribe(BreakerReset, self._on_breaker_reset)
+        bus.subscribe(DrawdownExceeded, self._on_drawdown)
+        bus.subscribe(PositionMismatch, self._on_mismatch)
+        bus.subscribe(TradingStateChanged, self._on_state_changed)
+        bus.subscribe(BrokerConnectionChanged, self._on_connection)
+
+    def raise_alert(self, severity: AlertSeverity, key: str, message: str, **fields: str) -> Alert:
+        alert = Alert(severity, key, message, self._clock.now(), dict(fields))
+        self.recent.append(alert)
+        logger.log(_LOG_LEVEL[severity], "ALERT {message}", message=message, key=key, **fields)
+        self._bus.publish(AlertRaised(alert))
+        return alert
+
+    def load_history(self, alerts: list[Alert]) -> None:
+        """Seed the pane with stored alerts (oldest first) on start."""
+        for alert in alerts:
+            self.recent.append(alert)
+
+    def _on_order_rejected(self, e: OrderRejected) -> None:
+        code = f" [{e.error_code}]" if e.error_code is not None else ""
+        o = e.order
+        self.raise_alert(
+            AlertSeverity.WARNING,
+            f"order_rejected:{o.symbol}",
+            f"Order rejected{code}: {o.side} {o.quantity} {o.symbol} — {e.reason}",
+            client_order_id=o.client_order_id,
+            symbol=o.symbol,
+        )
+
+    def _on_update_refused(self, e: OrderUpdateRefused) -> None:
+        self.raise_alert(
+            AlertSeverity.CRITICAL,
+            "unknown_order_state",
+            f"Unknown order state: {e.reason}",
+            client_order_id=e.client_order_id,
+        )
+
+    def _on_breaker_tripped(self, e: BreakerTripped) -> None:
+        self.raise_alert(
+            AlertSeverity.CRITICAL,
+            "breaker_tripped",
+            f"CIRCUIT BREAKER TRIPPED: {e.reason}. Orders cancelled, positions flattened, halted.",
+        )
+
+    def _on_breaker_reset(self, e: BreakerReset) -> None:
+        self.raise_alert(AlertSeverity.WARNING, "breaker_reset", f"Breaker reset: {e.reason}")
+
+    def _on_drawdown(self, e: DrawdownExceeded) -> None:
+        self.raise_alert(
+            AlertSeverity.WARNING,
+            "drawdown",
+            f"Drawdown {e.drawdown_pct:.2f}% from intraday peak "
+            f"${e.peak_equity:,.2f} (equity ${e.equity:,.2f})",
+        )
+
+    def _on_mismatch(self, e: PositionMismatch) -> None:
+        self.raise_alert(
+            AlertSeverity.CRITICAL,
+            f"position_mismatch:{e.symbol}",
+            f"Position mismatch {e.symbol}: internal {e.internal_quantity:+d}, "
+            f"broker {e.broker_quantity:+d}",
+            symbol=e.symbol,
+        )
+
+    def _on_state_changed(self, e: TradingStateChanged) -> None:
+        if e.state is TradingState.TRIPPED:
+            return  # the breaker alert says it, with the reason
+        severity = AlertSeverity.INFO if e.state is TradingState.ACTIVE else AlertSeverity.WARNING
+        self.raise_alert(severity, f"state:{e.state}", f"Trading {e.state}: {e.reason}")
+
+    def _on_connection(self, e: BrokerConnectionChanged) -> None:
+        severity = AlertSeverity.INFO if e.connected else AlertSeverity.CRITICAL
+        word = "connected" if e.connected else "DISCONNECTED"
+        self.raise_alert(severity, "broker_connection", f"Broker {word}: {e.message}")

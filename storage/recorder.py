@@ -1,0 +1,311 @@
+"""The recorder: every bus event worth keeping, batched into SQLite; and the order journal.
+
+The bus handler runs on the hot path, so it only turns an event into a row tuple
+and appends it to a list. A background task (``run``) writes the lists in one
+transaction when enough rows are pending or enough time has passed. Rows are
+built at publish time because ``OrderUpdated`` carries the *live* Order object:
+by flush time it may already show a later state.
+
+``write_order`` is the exception: journal-before-send needs the order durable
+before the broker sees it, so it writes its one row immediately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from loguru import logger
+
+from core.bus import EventBus
+from core.events import (
+    AlertRaised,
+    BarClosed,
+    BreakerReset,
+    BreakerTripped,
+    DailyPnlRecorded,
+    DrawdownExceeded,
+    FillReceived,
+    IntentClamped,
+    OrderRejected,
+    OrderSubmitted,
+    OrderUpdated,
+    PositionMismatch,
+    QuoteReceived,
+    QuoteRejected,
+    RiskRejected,
+    TradingStateChanged,
+)
+from core.model import Order
+from storage.database import (
+    WRITE_ORDER,
+    Database,
+    Row,
+    alert_row,
+    bar_row,
+    daily_pnl_row,
+    fill_row,
+    order_event_row,
+    order_row,
+    quote_row,
+    risk_event_row,
+    state_change_row,
+)
+
+# Market data can be re-fetched or lived without; the audit trail cannot.
+# When writes keep failing, these are dropped (oldest first) to bound memory.
+_SHEDDABLE_TABLES = ("quotes", "bars")
+_MAX_BACKOFF_S = 5.0
+
+Batch = dict[str, list[Row]]
+
+
+def _empty_batch() -> Batch:
+    return {table: [] for table in WRITE_ORDER}
+
+
+class Recorder:
+    """Batched bus → SQLite writer; also the core's ``Journal`` (``write_order``).
+
+    Start ``run()`` as a background task; ``stop()`` after the last event worth
+    keeping has been published (it unsubscribes, flushes, and ends ``run``).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        *,
+        flush_rows: int = 500,
+        flush_ms: float = 200.0,
+        record_quotes: bool = True,
+        max_pending_rows: int = 200_000,
+    ) -> None:
+        if flush_rows < 1 or flush_ms <= 0 or max_pending_rows < 1:
+            raise ValueError("flush_rows, flush_ms and max_pending_rows must be positive")
+        self._db = db
+        self._flush_rows = flush_rows
+        self._flush_s = flush_ms / 1000.0
+        self._max_pending = max_pending_rows
+        self._pending: Batch = _empty_batch()
+        self._pending_count = 0
+        self._wake = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._stopping = False
+        self._failures = 0
+        self._run_task: asyncio.Task[None] | None = None
+        self.rows_written = 0
+        self.flushes = 0
+        self.rows_dropped = 0
+        self.write_errors = 0
+        self.last_error: str | None = None
+        self._converters = self._build_converters(record_quotes)
+        self._unsubscribe: Callable[[], None] | None = bus.subscribe_all(self._on_event)
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_count
+
+    # ----------------------------------------------------------------- hot path
+
+    def _on_event(self, event: object) -> None:
+        # One dict lookup for the events we ignore; no awaits, no I/O.
+        convert = self._converters.get(type(event))
+        if convert is not None:
+            convert(event)
+
+    def _add(self, table: str, row: Row) -> None:
+        self._pending[table].append(row)
+        self._pending_count += 1
+        if self._pending_count >= self._flush_rows:
+            self._wake.set()
+        if self._pending_count > self._max_pending:
+            self._shed()
+
+    def _build_converters(self, record_quotes: bool) -> dict[type, Callable[[Any], None]]:
+        converters: dict[type, Callable[[Any], None]] = {
+            BarClosed: lambda e: self._add("bars", bar_row(e.bar)),
+            OrderSubmitted: lambda e: self._add_order(e.order, e.ts, "submitted"),
+            OrderUpdated: lambda e: self._add_order(e.order, e.ts, e.order.last_message),
+            OrderRejected: self._on_order_rejected,
+            FillReceived: lambda e: self._add("fills", fill_row(e.fill)),
+            IntentClamped: self._on_intent_clamped,
+            RiskRejected: self._on_risk_rejected,
+            QuoteRejected: lambda e: self._risk(e.ts, "quote_rejected", e.symbol, e.reason),
+            DrawdownExceeded: self._on_drawdown,
+            BreakerTripped: self._on_breaker_tripped,
+            BreakerReset: lambda e: self._risk(e.ts, "breaker_reset", None, e.reason),
+            PositionMismatch: self._on_position_mismatch,
+            TradingStateChanged: lambda e: self._add("trading_state_changes", state_change_row(e)),
+            DailyPnlRecorded: lambda e: self._add("daily_pnl", daily_pnl_row(e)),
+            AlertRaised: lambda e: self._add("alerts", alert_row(e.alert)),
+        }
+        if record_quotes:
+            converters[QuoteReceived] = lambda e: self._add("quotes", quote_row(e.quote))
+        return converters
+
+    def _add_order(self, order: Order, ts: datetime, message: str) -> None:
+        # Both rows are snapshots taken now; the Order object will keep changing.
+        self._add("orders", order_row(order))
+        self._add("order_events", order_event_row(order, ts, message))
+
+    def _on_order_rejected(self, e: OrderRejected) -> None:
+        code = "" if e.error_code is None else f" (code {e.error_code})"
+        self._add_order(e.order, e.ts, f"rejected: {e.reason}{code}")
+
+    def _risk(self, ts: datetime, kind: str, symbol: str | None, detail: str) -> None:
+        self._add("risk_events", risk_event_row(ts, kind, symbol, detail))
+
+    def _on_intent_clamped(self, e: IntentClamped) -> None:
+        i = e.intent
+        detail = f"{i.side} {i.quantity} {i.symbol} clamped to {e.approved_quantity}: {e.reason}"
+        self._risk(e.ts, "clamped", i.symbol, detail)
+
+    def _on_risk_rejected(self, e: RiskRejected) -> None:
+        i = e.intent
+        self._risk(e.ts, "rejected", i.symbol, f"{i.side} {i.quantity} {i.symbol}: {e.reason}")
+
+    def _on_drawdown(self, e: DrawdownExceeded) -> None:
+        detail = (
+            f"drawdown {e.drawdown_pct:g} from peak equity {e.peak_equity:.2f} to {e.equity:.2f}"
+        )
+        self._risk(e.ts, "drawdown", None, detail)
+
+    def _on_breaker_tripped(self, e: BreakerTripped) -> None:
+        self._risk(e.ts, "breaker_tripped", None, f"{e.reason} (daily P&L {e.daily_pnl:+.2f})")
+
+    def _on_position_mismatch(self, e: PositionMismatch) -> None:
+        detail = f"internal {e.internal_quantity} vs broker {e.broker_quantity}"
+        self._risk(e.ts, "position_mismatch", e.symbol, detail)
+
+    def _shed(self) -> None:
+        # Drop to 90% of the cap so that, during a long outage, the O(n) list
+        # deletion happens once per many events rather than on every one.
+        excess = self._pending_count - (self._max_pending - self._max_pending // 10)
+        dropped = 0
+        for table in _SHEDDABLE_TABLES:
+            rows = self._pending[table]
+            n = min(excess - dropped, len(rows))
+            del rows[:n]
+            dropped += n
+        if dropped:
+            self._pending_count -= dropped
+            self.rows_dropped += dropped
+            logger.warning(
+                "recorder: {n} pending market-data rows dropped (cap {cap})",
+                n=dropped,
+                cap=self._max_pending,
+            )
+
+    # ----------------------------------------------------------------- journal
+
+    async def write_order(self, order: Order) -> None:
+        """Durably record ``order`` now (journal before send). Raises when the write
+        fails: the caller must then not send the order."""
+        stale: list[Row] = []
+        try:
+            async with self._db.transaction():
+                # Snapshot and discard older pending snapshots of this order in one
+                # synchronous step, so a later batch cannot overwrite this newer state.
+                row = order_row(order)
+                stale = self._take_pending_order_rows(order.client_order_id)
+                await self._db.write_rows_in_transaction("orders", [row])
+        except BaseException:
+            self._restore({"orders": stale})
+            logger.exception("recorder: journaling order {id} failed", id=order.client_order_id)
+            raise
+        self.rows_written += 1
+
+    def _take_pending_order_rows(self, client_order_id: str) -> list[Row]:
+        pending = self._pending["orders"]
+        stale = [r for r in pending if r[0] == client_order_id]
+        if stale:
+            self._pending["orders"] = [r for r in pending if r[0] != client_order_id]
+            self._pending_count -= len(stale)
+        return stale
+
+    # ----------------------------------------------------------------- batches
+
+    async def flush(self) -> int:
+        """Write everything pending in one transaction; returns rows written.
+        On failure the rows stay pending for a retry and the error is raised."""
+        if not self._pending_count:
+            return 0
+        batch: Batch = {}
+        try:
+            async with self._db.transaction():
+                # Taken under the lock: anything journaled before us is committed,
+                # anything journaled after us is newer than these rows.
+                batch, self._pending, self._pending_count = self._pending, _empty_batch(), 0
+                written = await self._db.write_batch_in_transaction(batch)
+        except BaseException as exc:
+            self._restore(batch)
+            self.write_errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self.rows_written += written
+        self.flushes += 1
+        return written
+
+    def _restore(self, batch: Batch) -> None:
+        """Put unwritten rows back in front of anything that arrived meanwhile."""
+        for table, rows in batch.items():
+            if rows:
+                self._pending[table][:0] = rows
+                self._pending_count += len(rows)
+        if self._pending_count > self._max_pending:
+            self._shed()
+
+    async def run(self) -> None:
+        """Flush every ``flush_ms``, or as soon as ``flush_rows`` rows are pending,
+        until ``stop()``. Write errors are logged and retried with backoff."""
+        self._run_task = asyncio.current_task()
+        while not self._stopping:
+            await self._wait_for_work()
+            if self._stopping:
+                break  # stop() does the final flush
+            if self._pending_count:
+                await self._flush_or_back_off()
+
+    async def _wait_for_work(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._flush_s):
+                await self._wake.wait()
+        self._wake.clear()
+
+    async def _flush_or_back_off(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            self._failures += 1
+            delay = min(self._flush_s * 2**self._failures, _MAX_BACKOFF_S)
+            logger.exception(
+                "recorder: flush failed, {n} rows kept, retry in {delay:.2f}s",
+                n=self._pending_count,
+                delay=delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop_requested.wait()
+        else:
+            self._failures = 0
+
+    async def stop(self) -> None:
+        """Stop listening, end ``run()`` and write what is pending (raises if that fails)."""
+        self._stopping = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._stop_requested.set()
+        self._wake.set()
+        task = self._run_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            await asyncio.wait([task])
+        try:
+            await self.flush()
+        except Exception:
+            logger.exception("recorder: final flush failed, {n} rows lost", n=self._pending_count)
+            raise

@@ -1,0 +1,98 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import ConfigError, Settings, load_settings
+from core.model import TradingMode
+
+
+def test_defaults_run_sim_with_nothing_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings(env_file=None)
+    assert s.trading_mode is TradingMode.SIM
+    assert s.symbols and s.sim_quotes_per_second == 4.0
+    assert s.stop_file == Path("STOP")
+
+
+def test_symbols_are_split_and_normalised() -> None:
+    s = load_settings(env_file=None, symbols=" aapl, msft ,spy")
+    assert s.symbols == ("AAPL", "MSFT", "SPY")
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("SYMBOLS=IBM\nMAX_LEVERAGE=1.5\nSTRATEGY_PARAMS={\"fast\": 3, \"slow\": 9}\n")
+    s = load_settings(env_file=env)
+    assert s.symbols == ("IBM",) and s.max_leverage == 1.5
+    assert s.strategy_params == {"fast": 3, "slow": 9}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expect"),
+    [
+        ("trading_mode", "real", "TRADING_MODE: got 'real'"),
+        ("symbols", " , ", "SYMBOLS: got ' , '"),
+        ("max_leverage", "0.5", "MAX_LEVERAGE: got '0.5' — allowed: a number >= 1"),
+        ("daily_loss_limit", "-100", "DAILY_LOSS_LIMIT: got '-100' — allowed: a number > 0"),
+        ("max_position_size", "lots", "MAX_POSITION_SIZE: got 'lots' — allowed: a number"),
+        ("sim_seed", "x", "SIM_SEED: got 'x' — allowed: a whole number"),
+        ("strategy_params", "{bad", "STRATEGY_PARAMS: got '{bad'"),
+        ("trading_timezone", "Mars/Base", "TRADING_TIMEZONE: got 'Mars/Base'"),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(key: str, value: str, expect: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None, **{key: value})
+    assert any(line.startswith(expect) for line in info.value.lines), info.value.lines
+
+
+def test_every_bad_key_gets_its_own_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None, max_leverage="0", daily_loss_limit="0", symbols="")
+    keys = sorted(line.split(":")[0] for line in info.value.lines)
+    assert keys == ["DAILY_LOSS_LIMIT", "MAX_LEVERAGE", "SYMBOLS"]
+
+
+def test_cli_exits_2_before_anything_starts(tmp_path: Path) -> None:
+    env = {"PATH": "", "MAX_LEVERAGE": "0.2", "TRADING_MODE": "moon", "DATA_DIR": str(tmp_path / "d")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "--headless"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "MAX_LEVERAGE: got '0.2'" in proc.stderr
+    assert "TRADING_MODE: got 'moon'" in proc.stderr
+    assert not (tmp_path / "d").exists()  # nothing was created
+
+
+def test_check_prints_effective_settings(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "check"],
+        env={"PATH": "", "SYMBOLS": "IBM,T"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "SYMBOLS" in proc.stdout and "IBM,T" in proc.stdout
+    assert "settings OK" in proc.stdout
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError
+        s.max_leverage = 5  # type: ignore[misc]
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    text = example.read_text()
+    for name in Settings.model_fields:
+        assert f"{name.upper()}=" in text, f"{name.upper()} missing from .env.example"
+    assert load_settings(env_file=example) == load_settings(env_file=None)

@@ -1,0 +1,126 @@
+"""`trading-console` entry point and its subcommands.
+
+Exit codes: 0 clean stop, 1 crash, 2 bad configuration or usage (before anything starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from loguru import logger
+
+from core.brokers.factory import BrokerUnavailable
+from core.config import ConfigError, Settings, load_settings
+from core.strategy.loader import StrategyLoadError
+
+EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trading-console",
+        description="Terminal trading desk for an Interactive Brokers account (sim by default).",
+    )
+    parser.add_argument("--env-file", default=".env", help="settings file (default ./.env)")
+    parser.add_argument(
+        "--headless", action="store_true", help="run the trading core without the console UI"
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run trading (the default)")
+    sub.add_parser("check", help="validate settings and print them, secrets masked")
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("init", help="create or migrate the database")
+    return parser
+
+
+def _settings_or_exit(env_file: str) -> Settings:
+    try:
+        return load_settings(env_file=env_file if Path(env_file).exists() else None)
+    except ConfigError as exc:
+        print("trading-console: invalid settings, nothing was started:", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def cmd_check(settings: Settings) -> int:
+    values = settings.masked()
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        print(f"{key:<{width}}  {value}")
+    print(f"\nsettings OK (database {settings.database_path}, logs {settings.log_path})")
+    return EXIT_OK
+
+
+async def cmd_db_init(settings: Settings) -> int:
+    from storage.database import init_database
+
+    await init_database(settings.database_path)
+    print(f"database ready: {settings.database_path}")
+    return EXIT_OK
+
+
+async def run_headless(settings: Settings) -> int:
+    """Trade until SIGINT/SIGTERM; then stop the strategy, cancel working orders, flush."""
+    from tui.runtime import build_runtime
+
+    runtime = await build_runtime(settings)
+    system = runtime.system
+    recorder_task = asyncio.create_task(runtime.recorder.run())
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_requested.set)
+    exit_code = EXIT_OK
+    try:
+        await system.start()
+        system.start_timer()
+        logger.info("headless trading started; Ctrl+C or SIGTERM stops gracefully")
+        stop_wait = asyncio.create_task(stop_requested.wait())
+        crash_wait = asyncio.create_task(system.stopped.wait())
+        await asyncio.wait({stop_wait, crash_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        crash_wait.cancel()
+        if system.fatal_error is not None:
+            exit_code = EXIT_CRASH
+            await system.stop(f"crash: {system.fatal_error!r}")
+        else:
+            await system.stop("signal")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runtime.close()
+        recorder_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder_task
+    logger.info("stopped, exit {code}", code=exit_code)
+    return exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = _settings_or_exit(args.env_file)
+    if args.command == "check":
+        return cmd_check(settings)
+    from tui.logs import configure_logging
+
+    if args.command == "db":
+        configure_logging(settings.log_path, console=True)
+        return asyncio.run(cmd_db_init(settings))
+    configure_logging(settings.log_path, console=True)
+    try:
+        return asyncio.run(run_headless(settings))
+    except (StrategyLoadError, BrokerUnavailable) as exc:
+        print(f"trading-console: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
