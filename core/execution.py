@@ -113,8 +113,16 @@ class ExecutionEngine:
         side = Side.BUY if delta > 0 else Side.SELL
         intent = OrderIntent(symbol, side, abs(delta), OrderType.MARKET, reason=target.reason)
         approved = self._risk.review(intent, position)
-        if approved > 0:
-            self._submit(intent, approved, position)
+        if approved <= 0:
+            # Not retried by itself: the next strategy target (or operator action) decides.
+            del self._targets[symbol]
+            return
+        if approved < intent.quantity:
+            # The clamp applies to the target, not just this order: chasing the rest in
+            # further orders would walk around the per-order limit.
+            clamped = position + side.sign * approved
+            self._targets[symbol] = TargetPosition(symbol, clamped, f"{target.reason} (clamped)")
+        self._submit(intent, approved, position)
 
     def _submit(self, intent: OrderIntent, quantity: int, position: int) -> Order:
         self._seq += 1
@@ -221,7 +229,10 @@ class ExecutionEngine:
             if update.message:
                 order.last_message = update.message
             return
-        if update.status is OrderStatus.SUBMITTED and order.status is not OrderStatus.PENDING_SUBMIT:
+        if (
+            update.status is OrderStatus.SUBMITTED
+            and order.status is not OrderStatus.PENDING_SUBMIT
+        ):
             return  # a late acknowledgement after fills or a cancel request changes nothing
         if update.status is OrderStatus.CANCELLED:
             self._finish(order, OrderStatus.CANCELLED, update.message or "cancelled")
@@ -287,7 +298,9 @@ class ExecutionEngine:
         self._targets.pop(order.symbol, None)
 
     def _refuse(self, client_order_id: str, reason: str) -> None:
-        logger.error("order update refused: {reason}", client_order_id=client_order_id, reason=reason)
+        logger.error(
+            "order update refused: {reason}", client_order_id=client_order_id, reason=reason
+        )
         self._bus.publish(OrderUpdateRefused(client_order_id, reason, self._clock.now()))
 
     # ------------------------------------------------------------- queries

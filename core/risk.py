@@ -85,7 +85,9 @@ class RiskManager:
             return False
         previous = self.state
         self.state, self.state_reason = state, reason
-        logger.info("trading state {state}", state=str(state), previous=str(previous), reason=reason)
+        logger.info(
+            "trading state {state}", state=str(state), previous=str(previous), reason=reason
+        )
         self._bus.publish(TradingStateChanged(previous, state, reason, self._clock.now()))
         return True
 

@@ -210,7 +210,10 @@ class TradingSystem:
 
     def on_broker_error(self, code: int, message: str, client_order_id: str | None) -> None:
         logger.warning(
-            "broker error {code}: {message}", code=code, message=message, client_order_id=client_order_id
+            "broker error {code}: {message}",
+            code=code,
+            message=message,
+            client_order_id=client_order_id,
         )
         self.bus.publish(BrokerErrorReported(code, message, self.clock.now(), client_order_id))
         self.execution.on_broker_error(code, message, client_order_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -593,7 +593,7 @@ class Database:
 
     async def iter_day_rows(
         self, table: str, day: date, chunk_rows: int = 50_000
-    ) -> AsyncIterator[list[Row]]:
+    ) -> AsyncGenerator[list[Row], None]:
         """All columns of ``table``'s rows that fall on UTC ``day``, in chunks, so a
         day of quotes never has to sit in memory at once."""
         column = DAY_COLUMNS[check_table(table)]

@@ -47,7 +47,11 @@ class SimRig:
 
 
 def build_rig(
-    s: Settings, *, journal: Journal | None = None, bus: EventBus | None = None, **venue_overrides: Any
+    s: Settings,
+    *,
+    journal: Journal | None = None,
+    bus: EventBus | None = None,
+    **venue_overrides: Any,
 ) -> SimRig:
     clock = SimClock(T0)
     config = sim_venue_config(s)
@@ -85,9 +89,5 @@ class RecordingCross(MovingAverageCross):
 
 def quote_is_sane(q: Quote) -> bool:
     return (
-        math.isfinite(q.bid)
-        and math.isfinite(q.ask)
-        and q.bid > 0
-        and q.ask > 0
-        and q.bid <= q.ask
+        math.isfinite(q.bid) and math.isfinite(q.ask) and q.bid > 0 and q.ask > 0 and q.bid <= q.ask
     )

@@ -22,7 +22,7 @@ def test_symbols_are_split_and_normalised() -> None:
 
 def test_env_file_is_read(tmp_path: Path) -> None:
     env = tmp_path / ".env"
-    env.write_text("SYMBOLS=IBM\nMAX_LEVERAGE=1.5\nSTRATEGY_PARAMS={\"fast\": 3, \"slow\": 9}\n")
+    env.write_text('SYMBOLS=IBM\nMAX_LEVERAGE=1.5\nSTRATEGY_PARAMS={"fast": 3, "slow": 9}\n')
     s = load_settings(env_file=env)
     assert s.symbols == ("IBM",) and s.max_leverage == 1.5
     assert s.strategy_params == {"fast": 3, "slow": 9}
@@ -55,7 +55,12 @@ def test_every_bad_key_gets_its_own_line() -> None:
 
 
 def test_cli_exits_2_before_anything_starts(tmp_path: Path) -> None:
-    env = {"PATH": "", "MAX_LEVERAGE": "0.2", "TRADING_MODE": "moon", "DATA_DIR": str(tmp_path / "d")}
+    env = {
+        "PATH": "",
+        "MAX_LEVERAGE": "0.2",
+        "TRADING_MODE": "moon",
+        "DATA_DIR": str(tmp_path / "d"),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "tui.cli", "--headless"],
         env=env,

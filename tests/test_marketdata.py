@@ -19,7 +19,9 @@ def make_feed() -> tuple[MarketDataFeed, list[object], SimClock]:
     return feed, seen, clock
 
 
-def q(bid: float, ask: float, ts: datetime = T0, symbol: str = "AAPL", last: float | None = None) -> Quote:
+def q(
+    bid: float, ask: float, ts: datetime = T0, symbol: str = "AAPL", last: float | None = None
+) -> Quote:
     return Quote(symbol, ts, bid, ask, 100, 100, last)
 
 
@@ -56,7 +58,9 @@ def test_malformed_quotes_are_dropped_counted_and_never_published() -> None:
 def test_consistent_jumps_reanchor_the_level() -> None:
     feed, _, _ = make_feed()
     feed.on_raw_quote(q(100.0, 100.1))
-    results = [feed.on_raw_quote(q(130.0 + i * 0.01, 130.1 + i * 0.01)) for i in range(JUMP_CONFIRMATIONS)]
+    results = [
+        feed.on_raw_quote(q(130.0 + i * 0.01, 130.1 + i * 0.01)) for i in range(JUMP_CONFIRMATIONS)
+    ]
     assert results == [False] * (JUMP_CONFIRMATIONS - 1) + [True]
     assert feed.latest("AAPL").bid > 129
 

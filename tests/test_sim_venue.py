@@ -181,6 +181,23 @@ async def test_quotes_are_well_formed() -> None:
         assert 20 * 0.9 < venue.mid(s) < 500 * 1.1
 
 
+async def test_true_mid_is_the_mid_of_the_venues_own_quote() -> None:
+    venue, clock, listener = await make_venue()
+    step(venue, clock, 3.0)
+    for s in SYMBOLS:
+        quote = listener.last_quote(s)
+        assert venue.mid(s) == quote.mid  # same float, so marks agree with quote-based books
+    venue.set_mid("AAPL", 100.0)
+    assert venue.mid("AAPL") == 100.0
+    venue.set_mid("AAPL", 76.4514)  # prices live on the cent grid; the mid on half-cents
+    assert venue.mid("AAPL") == pytest.approx(76.45)
+    venue.shock("AAPL", -10.0)
+    assert venue.mid("AAPL") == pytest.approx(68.805)
+    step(venue, clock, 0.5)
+    assert abs(venue.mid("AAPL") / 68.805 - 1) < 0.005  # the walk continues from the shock
+    assert venue.mid("AAPL") == listener.last_quote("AAPL").mid
+
+
 async def test_unknown_and_unsubscribed_symbols_get_no_quotes() -> None:
     venue, clock, listener = await make_venue(subscribe=("AAPL", "NOPE"))
     assert listener.errors == [
@@ -337,6 +354,22 @@ async def test_partial_fills_take_displayed_size_until_filled() -> None:
     assert remaining == 0
     assert venue.positions() == {"AAPL": 3000}
     assert len({f.exec_id for f in venue.fills}) == len(venue.fills)
+
+
+async def test_displayed_size_is_consumed_until_the_next_quote() -> None:
+    venue, clock, listener = await make_venue()
+    venue.set_mid("AAPL", 20.0)
+    step(venue, clock, 1.0)
+    quote = listener.last_quote("AAPL")
+    venue.place_order(make_order(clock, "first", Side.BUY, quote.ask_size))
+    venue.place_order(make_order(clock, "second", Side.BUY, 100))
+    venue.process_orders()
+    assert listener.statuses_of("first")[-1] is OrderStatus.FILLED
+    assert listener.statuses_of("second") == [OrderStatus.SUBMITTED]
+    step(venue, clock, 0.25)  # exactly one more AAPL quote
+    (second_fill,) = [f for f in listener.fills if f.client_order_id == "second"]
+    assert second_fill.price == listener.last_quote("AAPL").ask
+    assert second_fill.ts == listener.last_quote("AAPL").ts
 
 
 async def test_limit_orders_fill_only_when_crossed() -> None:

@@ -92,7 +92,9 @@ async def _position_in(rig, symbol: str, quantity: int) -> None:  # type: ignore
 
 
 async def test_adverse_move_trips_breaker_flattens_and_halts(tmp_path: Path) -> None:
-    s = settings(tmp_path, daily_loss_limit=500, max_position_size=50_000, max_order_notional=50_000)
+    s = settings(
+        tmp_path, daily_loss_limit=500, max_position_size=50_000, max_order_notional=50_000
+    )
     rig = build_rig(s)
     await rig.system.start(drive_broker=False)
     price = rig.venue.mid("AAPL")

@@ -104,6 +104,21 @@ async def run_headless(settings: Settings) -> int:
     return exit_code
 
 
+async def run_tui(settings: Settings) -> int:
+    from tui.app import run_console
+    from tui.runtime import build_runtime
+
+    runtime = await build_runtime(settings)
+    recorder_task = asyncio.create_task(runtime.recorder.run())
+    try:
+        return await run_console(runtime)
+    finally:
+        await runtime.close()
+        recorder_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder_task
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings_or_exit(args.env_file)
@@ -114,9 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "db":
         configure_logging(settings.log_path, console=True)
         return asyncio.run(cmd_db_init(settings))
-    configure_logging(settings.log_path, console=True)
+    # The console owns the terminal: log to the file only, never to stderr under the TUI.
+    configure_logging(settings.log_path, console=args.headless)
     try:
-        return asyncio.run(run_headless(settings))
+        if args.headless:
+            return asyncio.run(run_headless(settings))
+        return asyncio.run(run_tui(settings))
     except (StrategyLoadError, BrokerUnavailable) as exc:
         print(f"trading-console: {exc}", file=sys.stderr)
         return EXIT_CONFIG

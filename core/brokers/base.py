@@ -53,5 +53,5 @@ class Broker(Protocol):
     def account_values(self) -> AccountValues: ...
 
     async def run(self) -> None:
-        """Background work the venue needs while connected (the sim's quote clock); may return at once."""
+        """Background work while connected (the sim's quote clock); may return at once."""
         ...

@@ -27,7 +27,6 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -44,9 +43,6 @@ from core.model import (
     QuoteSource,
     Side,
 )
-
-if TYPE_CHECKING:
-    from core.brokers.base import Broker
 
 # A long pause (laptop sleep, debugger) must not burst millions of quotes:
 # only the last minute of a gap is generated.
@@ -108,21 +104,29 @@ class _Book:
     symbol: str
     walk: random.Random
     noise: random.Random  # malformed-quote draws, apart so they never perturb the walk
-    mid: float
+    walk_mid: float  # the random walk's continuous value; prices snap to the grid below
     half_spread: float
     bid: float = 0.0
     ask: float = 0.0
     bid_size: int = 0
     ask_size: int = 0
 
+    @property
+    def mark(self) -> float:
+        # Computed exactly as Quote.mid is, so anyone marking at the last quote's
+        # mid values a position to the same float as the venue does.
+        return (self.bid + self.ask) / 2.0
+
     def recentre(self) -> None:
-        # Bid rounds down and ask rounds up to the tick so the spread never collapses.
-        bid = math.floor((self.mid - self.half_spread) / TICK + _EPS) * TICK
-        ask = math.ceil((self.mid + self.half_spread) / TICK - _EPS) * TICK
-        bid = max(bid, TICK)
-        ask = max(ask, bid + TICK)
-        self.bid = round(bid, 2)
-        self.ask = round(ask, 2)
+        # Bid and ask sit on cents symmetrically around a half-cent grid point, so the
+        # quoted mid is the true price on that grid (no rounding bias either way).
+        centre = round(self.walk_mid / (TICK / 2))
+        half = max(1, round(self.half_spread / (TICK / 2)))
+        if (centre - half) % 2:
+            half += 1  # an even number of half-cents from the centre lands on a cent
+        centre = max(centre, half + 2)  # keep the bid at least one tick above zero
+        self.bid = round((centre - half) * TICK / 2, 2)
+        self.ask = round((centre + half) * TICK / 2, 2)
 
 
 @dataclass(slots=True)
@@ -185,14 +189,14 @@ class SimVenue:
         walk = random.Random(f"{self._config.seed}:{index}:{symbol}")
         noise = random.Random(f"{self._config.seed}:{index}:{symbol}:bad")
         mid = round(walk.uniform(20.0, 500.0), 2)
-        book = _Book(symbol=symbol, walk=walk, noise=noise, mid=mid, half_spread=0.0)
+        book = _Book(symbol=symbol, walk=walk, noise=noise, walk_mid=mid, half_spread=0.0)
         self._redraw_book(book)
         return book
 
     @staticmethod
     def _redraw_book(book: _Book) -> None:
         rng = book.walk
-        book.half_spread = book.mid * rng.uniform(1.0, 5.0) / 10_000.0 / 2.0
+        book.half_spread = book.walk_mid * rng.uniform(1.0, 5.0) / 10_000.0 / 2.0
         book.bid_size = rng.randint(1, 10) * 100
         book.ask_size = rng.randint(1, 10) * 100
         book.recentre()
@@ -260,18 +264,21 @@ class SimVenue:
         self._subscribed.difference_update(symbols)
 
     def mid(self, symbol: str) -> float:
-        """The venue's true mid price (not necessarily the last published quote's)."""
-        return self._book(symbol).mid
+        """The venue's true mid, (bid+ask)/2 of its own book, which a malformed quote never shows.
+
+        Positions, net liquidation and buying power are marked at this price.
+        """
+        return self._book(symbol).mark
 
     def set_mid(self, symbol: str, price: float) -> None:
-        """Move the true price; later quotes continue the random walk from here."""
+        """Move the true price (snapped to the half-cent grid); the walk continues from here."""
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"set_mid({symbol!r}): price must be a positive number, got {price}")
         book = self._book(symbol)
         # Keep the relative spread and sizes: redrawing would consume RNG draws
         # and shift every later quote of the stream.
-        relative = book.half_spread / book.mid
-        book.mid = price
+        relative = book.half_spread / book.walk_mid
+        book.walk_mid = price
         book.half_spread = price * relative
         book.recentre()
 
@@ -279,7 +286,7 @@ class SimVenue:
         """Jump the true price by ``pct`` percent (e.g. -10 for a 10% drop)."""
         if not pct > -100.0:
             raise ValueError(f"shock({symbol!r}): pct must be > -100, got {pct}")
-        self.set_mid(symbol, self._book(symbol).mid * (1.0 + pct / 100.0))
+        self.set_mid(symbol, self._book(symbol).mark * (1.0 + pct / 100.0))
 
     def _book(self, symbol: str) -> _Book:
         try:
@@ -293,9 +300,6 @@ class SimVenue:
         """How many quote slots (0-based count) are due at or before ``now``."""
         elapsed = (now - self._start).total_seconds()
         return max(0, math.floor(elapsed * self._rate + _EPS))
-
-    def _slot_time(self, slot: int) -> datetime:
-        return self._start + timedelta(seconds=(slot + 1) / self._rate)
 
     # -- the clock drive -----------------------------------------------------
 
@@ -320,7 +324,7 @@ class SimVenue:
                     book = self._books[slot % n_symbols]
                     if book.symbol not in self._subscribed:
                         continue
-                    ts = min(self._slot_time(slot), now)
+                    ts = min(self._start + timedelta(seconds=(slot + 1) / self._rate), now)
                     self._deliver_due(ts)
                     self._venue_time = ts
                     self._publish_quote(book, ts)
@@ -351,20 +355,20 @@ class SimVenue:
             self._next_slot = first_kept
 
     async def run(self) -> None:
-        """Drive the venue from the clock until cancelled (live use)."""
+        """Drive the venue from the clock until cancelled (live use).
+
+        Cancellation arrives at the sleep, between whole advances, so the venue's
+        state is always consistent and there is nothing to clean up.
+        """
         period = min(0.05, 1.0 / self._rate)
-        try:
-            while True:
-                self.advance_to(self._clock.now())
-                await asyncio.sleep(period)
-        except asyncio.CancelledError:
-            logger.debug("sim venue clock loop cancelled")
-            raise
+        while True:
+            self.advance_to(self._clock.now())
+            await asyncio.sleep(period)
 
     def _publish_quote(self, book: _Book, ts: datetime) -> None:
         listener = self._require_listener()
         # Multiplicative step keeps the price positive.
-        book.mid *= math.exp(book.walk.gauss(0.0, self._config.volatility_bp / 10_000.0))
+        book.walk_mid *= math.exp(book.walk.gauss(0.0, self._config.volatility_bp / 10_000.0))
         self._redraw_book(book)
         quote = Quote(
             symbol=book.symbol,
@@ -481,7 +485,7 @@ class SimVenue:
         if position * signed < 0 and order.quantity <= abs(position):
             return None  # reducing exposure is always allowed (fail safe)
         nlv = self.account_values().net_liquidation
-        gross_after = self._gross_exposure() + (abs(position + signed) - abs(position)) * book.mid
+        gross_after = self._gross_exposure() + (abs(position + signed) - abs(position)) * book.mark
         limit = self._config.buying_power_multiple * nlv
         if gross_after > limit + _EPS:
             return (
@@ -580,10 +584,10 @@ class SimVenue:
         return dict(self._positions)
 
     def _gross_exposure(self) -> float:
-        return sum(abs(qty) * self._book_by_symbol[s].mid for s, qty in self._positions.items())
+        return sum(abs(qty) * self._book_by_symbol[s].mark for s, qty in self._positions.items())
 
     def account_values(self) -> AccountValues:
-        market_value = sum(qty * self._book_by_symbol[s].mid for s, qty in self._positions.items())
+        market_value = sum(qty * self._book_by_symbol[s].mark for s, qty in self._positions.items())
         nlv = self._cash + market_value
         return AccountValues(
             account_id=self._config.account_id,
@@ -591,9 +595,3 @@ class SimVenue:
             net_liquidation=nlv,
             buying_power=self._config.buying_power_multiple * nlv - self._gross_exposure(),
         )
-
-
-if TYPE_CHECKING:
-
-    def _is_a_broker(venue: SimVenue) -> Broker:
-        return venue  # mypy proves SimVenue satisfies the protocol

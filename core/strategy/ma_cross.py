@@ -61,7 +61,9 @@ class MovingAverageCross(Strategy):
         quantity = direction * math.floor(float(self.params["trade_dollars"]) / bar.close)
         self._target[bar.symbol] = quantity
         return TargetPosition(
-            bar.symbol, quantity, f"fast SMA {fast:.4f} {'>' if direction > 0 else '<'} slow {slow:.4f}"
+            bar.symbol,
+            quantity,
+            f"fast SMA {fast:.4f} {'>' if direction > 0 else '<'} slow {slow:.4f}",
         )
 
     def indicator_view(self, symbol: str) -> IndicatorView:

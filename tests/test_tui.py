@@ -1,0 +1,378 @@
+"""Pilot tests of the console: a sim system on a SimClock is handed to the App.
+
+Time only moves when a test runs the simulation, and panes are refreshed by
+calling `refresh_now()` rather than waiting for the 4 Hz timer, so nothing here
+depends on wall-clock timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from core.events import RiskRejected
+from core.model import Alert, AlertSeverity, TargetPosition, TradingState
+from core.simulation import run_simulated
+from tests.helpers import T0, SimRig, build_rig, settings
+from tui.app import TradingConsoleApp
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.help import HelpScreen
+from tui.widgets.base import DiffTable
+from tui.widgets.pnl import PnlPane
+
+SYMBOLS = ("AAPL", "MSFT", "SPY")
+
+
+@asynccontextmanager
+async def console(
+    tmp_path: Path,
+    size: tuple[int, int] = (120, 40),
+    venue: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[tuple[TradingConsoleApp, Pilot[None], SimRig]]:
+    # No strategy orders unless a test asks for them: bars long, SMAs slow.
+    overrides.setdefault("bar_seconds", 3600)
+    rig = build_rig(settings(tmp_path, **overrides), **(venue or {}))
+    await rig.system.start(drive_broker=False)
+    app = TradingConsoleApp(rig.system, start_system=False)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        yield app, pilot, rig
+    if rig.system.running:
+        await rig.system.stop("end of test")
+
+
+async def run_sim(rig: SimRig, seconds: float) -> None:
+    await run_simulated(rig.system, rig.venue, rig.clock, timedelta(seconds=seconds))
+
+
+async def frame(app: TradingConsoleApp, pilot: Pilot[None]) -> None:
+    app.refresh_now()
+    await pilot.pause()
+
+
+async def open_position(app: TradingConsoleApp, pilot: Pilot[None], rig: SimRig) -> None:
+    await run_sim(rig, 2)
+    rig.system.execution.on_target(TargetPosition("AAPL", 10, "test"))
+    await run_sim(rig, 2)
+    assert rig.venue.positions() == {"AAPL": 10}
+    await frame(app, pilot)
+
+
+def table(app: TradingConsoleApp, table_id: str) -> DiffTable:
+    return app.query_one(f"#{table_id}", DiffTable)
+
+
+async def test_panes_show_quotes_for_every_symbol(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await run_sim(rig, 3)
+        await frame(app, pilot)
+        quotes = table(app, "quotes-table")
+        assert [k.value for k in quotes.rows] == list(SYMBOLS)
+        for symbol in SYMBOLS:
+            cells = quotes.get_row(symbol)
+            bid, ask = float(cells[1].plain.replace(",", "")), float(cells[2].plain)
+            assert 0 < bid <= ask
+            assert cells[7].plain == "sim"
+        assert app.status_bar.text_of("state").strip() == "ACTIVE"
+        assert app.status_bar.text_of("mode").strip() == "SIM"
+        assert "3 sim" in app.status_bar.text_of("health")
+        indicators = table(app, "indicators-table")
+        assert [k.value for k in indicators.rows] == list(SYMBOLS)
+
+
+async def test_h_halts_at_once_and_h_y_resumes(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await run_sim(rig, 2)
+        await pilot.press("h")
+        await pilot.pause()
+        assert rig.system.risk.state is TradingState.HALTED
+        assert app.status_bar.text_of("state").strip() == "HALTED"
+        assert app.status_bar.has_class("-halted")
+        assert "operator halt" in app.status_bar.text_of("reason")
+        # halted: a new risk-increasing target sends nothing
+        before = len(rig.system.execution.orders)
+        rig.system.execution.on_target(TargetPosition("AAPL", 10, "test"))
+        await run_sim(rig, 1)
+        assert len(rig.system.execution.orders) == before
+        assert rig.of(RiskRejected)
+
+        await pilot.press("h")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+        assert rig.system.risk.state is TradingState.ACTIVE
+        assert app.status_bar.text_of("state").strip() == "ACTIVE"
+        assert not app.status_bar.has_class("-halted")
+
+
+async def test_resume_dialog_n_keeps_halted(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await pilot.press("h", "h")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("f")  # operator keys do nothing underneath a dialog
+        await pilot.press("n")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert rig.system.risk.state is TradingState.HALTED
+
+
+async def test_f_y_flattens_the_position(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await open_position(app, pilot, rig)
+        assert table(app, "positions-table").get_row("AAPL")[1].plain == "+10"
+        await pilot.press("h")  # flatten works in every state, halted included
+        await pilot.press("f")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        assert "AAPL" in dialog.body_text and "+10" in dialog.body_text
+        await pilot.press("y")
+        await pilot.pause()
+        await run_sim(rig, 2)
+        assert rig.venue.positions() == {}
+        assert rig.system.portfolio.quantity("AAPL") == 0
+        await frame(app, pilot)
+        assert table(app, "positions-table").get_row("AAPL")[1].plain == "0"
+
+
+async def test_f_with_nothing_open_just_says_so(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, _rig):
+        await pilot.press("f")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("Nothing to flatten" in n.message for n in app._notifications)
+
+
+async def test_r_resets_only_when_tripped(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await pilot.press("r")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("not tripped" in n.message for n in app._notifications)
+
+        await run_sim(rig, 1)
+        rig.system.risk.trip("daily loss limit: test")
+        await frame(app, pilot)
+        assert app.status_bar.has_class("-tripped")
+        assert app.screen.has_class("-tripped")
+        assert app.query_one(PnlPane).text_of("breaker").startswith("TRIPPED")
+        await pilot.press("h")  # h cannot resume a trip
+        await pilot.pause()
+        assert rig.system.risk.state is TradingState.TRIPPED
+        await pilot.press("r")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        assert "daily loss limit: test" in dialog.body_text
+        assert "P&L" in dialog.body_text
+        await pilot.press("y")
+        await pilot.pause()
+        assert rig.system.risk.state is TradingState.ACTIVE
+        assert not app.status_bar.has_class("-tripped")
+
+
+async def test_question_mark_opens_help_listing_every_key(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, _rig):
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        listed = [key for key, _ in app.screen.keys]
+        for key in ("h", "f", "r", "q", "ctrl+c", "?", "1..6"):
+            assert any(key in k for k in listed), key
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_small_terminal_switches_panes_with_number_keys(tmp_path: Path) -> None:
+    async with console(tmp_path, size=(80, 24)) as (app, pilot, rig):
+        await run_sim(rig, 2)
+        await frame(app, pilot)
+        assert app.screen.has_class("-narrow")
+        assert app.panes[1].display and not app.panes[3].display
+        for number in (3, 4, 5, 6, 2, 1):
+            await pilot.press(str(number))
+            await pilot.pause()
+            shown = [n for n, pane in app.panes.items() if pane.display]
+            assert shown == [number]
+            assert app.panes[number].region.height > 3  # on screen, not squeezed away
+        await pilot.press("4")
+        await pilot.pause()
+        assert app.focused is table(app, "orders-table")
+
+
+async def test_large_terminal_shows_every_pane(tmp_path: Path) -> None:
+    async with console(tmp_path, size=(200, 60)) as (app, _pilot, _rig):
+        assert app.screen.has_class("-wide")
+        assert all(p.display and p.region.height > 3 for p in app.panes.values())
+
+
+async def test_pnl_figures_carry_a_sign(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await open_position(app, pilot, rig)
+        await run_sim(rig, 5)
+        await frame(app, pilot)
+        pnl = app.query_one(PnlPane)
+        for key in ("total", "realized", "unrealized", "commissions"):
+            assert pnl.text_of(key)[0] in "+-", (key, pnl.text_of(key))
+        assert pnl.text_of("commissions").startswith("-")  # a cost
+        unrealized = table(app, "positions-table").get_row("AAPL")[4].plain
+        assert unrealized[0] in "+-"
+
+
+async def test_quit_with_open_position_asks_and_n_stays(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await open_position(app, pilot, rig)
+        await pilot.press("q")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        assert "LEFT OPEN" in dialog.body_text and "AAPL +10" in dialog.body_text
+        assert "press f" in dialog.body_text
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and rig.system.running
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+
+
+async def test_quit_y_cancels_working_orders_and_stops(tmp_path: Path) -> None:
+    # Orders stay working: the venue delivers nothing until the sim clock moves.
+    async with console(tmp_path, sim_latency_ms=500) as (app, pilot, rig):
+        await run_sim(rig, 2)
+        rig.system.execution.on_target(TargetPosition("MSFT", 5, "test"))
+        await rig.system.execution.drain()
+        assert rig.system.execution.working_orders()
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "Working orders: 1" in app.screen.body_text
+
+        async def venue_keeps_time() -> None:
+            # Lets the venue answer the cancel while the console stops.
+            while not rig.system.stopped.is_set():
+                rig.clock.advance(0.1)
+                rig.venue.advance_to(rig.clock.now())
+                await asyncio.sleep(0.001)
+
+        driver = asyncio.create_task(venue_keeps_time())
+        await pilot.press("y")
+        await rig.system.stopped.wait()
+        await driver
+        await pilot.pause()
+        assert not rig.system.running
+        assert not rig.system.execution.working_orders()
+        assert all(o.status.is_terminal for o in rig.system.execution.orders.values())
+    assert app.return_code == 0
+
+
+async def test_quit_when_flat_needs_no_confirmation(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await pilot.press("q")
+        await rig.system.stopped.wait()
+        await pilot.pause()
+    assert app.return_code == 0
+    assert not rig.system.running
+
+
+async def test_tables_update_by_difference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await run_sim(rig, 2)
+        await frame(app, pilot)
+        quotes = table(app, "quotes-table")
+        writes: list[tuple[str, str]] = []
+        original = quotes.update_cell
+
+        def counting(row_key: Any, column_key: Any, value: Any, **kw: Any) -> None:
+            writes.append((str(getattr(row_key, "value", row_key)), str(column_key)))
+            original(row_key, column_key, value, **kw)
+
+        monkeypatch.setattr(quotes, "update_cell", counting)
+        monkeypatch.setattr(quotes, "clear", lambda *a, **k: pytest.fail("cleared live table"))
+        row_keys = list(quotes.rows)
+
+        await frame(app, pilot)  # nothing changed: nothing rewritten
+        assert writes == []
+
+        await run_sim(rig, 1)
+        await frame(app, pilot)
+        assert list(quotes.rows) == row_keys  # same rows, same keys
+        assert writes, "new quotes must reach the table"
+        assert all(col != "symbol" for _, col in writes)  # unchanged cells untouched
+        assert len(writes) < len(row_keys) * len(quotes.columns)
+
+
+async def test_orders_newest_first_and_rejects_visible(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        await run_sim(rig, 2)
+        rig.system.execution.on_target(TargetPosition("AAPL", 5, "first"))
+        await run_sim(rig, 1)
+        rig.system.execution.on_target(TargetPosition("MSFT", 5, "second"))
+        await run_sim(rig, 1)
+        await frame(app, pilot)
+        orders = table(app, "orders-table")
+        symbols = [row[1].plain for row in (orders.get_row_at(i) for i in range(orders.row_count))]
+        assert symbols == ["MSFT", "AAPL"]
+
+
+async def test_broker_reject_is_visible_in_orders_and_alerts(tmp_path: Path) -> None:
+    async with console(tmp_path, venue={"buying_power_multiple": 0.001}) as (app, pilot, rig):
+        await run_sim(rig, 2)
+        rig.system.execution.on_target(TargetPosition("AAPL", 10, "test"))
+        await run_sim(rig, 1)
+        await frame(app, pilot)
+        order = table(app, "orders-table").get_row_at(0)
+        assert order[4].plain == "REJECTED"
+        assert "insufficient buying power" in order[6].plain
+        alert = table(app, "alerts-table").get_row_at(0)
+        assert alert[1].plain == "[WARN]" and "Order rejected" in alert[2].plain
+
+
+async def test_alert_history_and_live_alerts_newest_first(tmp_path: Path) -> None:
+    rig = build_rig(settings(tmp_path, bar_seconds=3600))
+    history = [
+        Alert(AlertSeverity.CRITICAL, "x", "older critical thing", T0 - timedelta(days=1)),
+        Alert(AlertSeverity.INFO, "y", "oldest info", T0 - timedelta(days=2)),
+    ]
+    app = TradingConsoleApp(rig.system, alert_history=history, start_system=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await rig.system.start(drive_broker=False)
+        await pilot.press("h")
+        await frame(app, pilot)
+        alerts = table(app, "alerts-table")
+        rows = [alerts.get_row_at(i) for i in range(alerts.row_count)]
+        messages = [r[2].plain for r in rows]
+        assert messages[-2:] == ["older critical thing", "oldest info"]
+        assert "HALTED" in messages[0]  # the live one is on top
+        assert rows[-2][1].plain == "[CRIT]"
+    await rig.system.stop("end of test")
+
+
+async def test_stop_file_shows_halted(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        rig.system.settings.stop_file.touch()
+        await run_sim(rig, 1)
+        await frame(app, pilot)
+        assert app.status_bar.text_of("state").strip() == "HALTED"
+        assert "STOP file" in app.status_bar.text_of("reason")
+
+
+async def test_core_crash_exits_with_code_1(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot, rig):
+        rig.system.fatal_error = RuntimeError("boom")
+        await frame(app, pilot)
+        await rig.system.stopped.wait()
+        await pilot.pause()
+    assert app.return_code == 1
+    assert any("crashed" in n.message for n in app._notifications) or not app.is_running

@@ -1,0 +1,472 @@
+"""The console App: hosts a TradingSystem it is handed, shows its snapshot, takes the keys.
+
+ARCHITECTURE rule 2, "the UI never follows the tick rate": panes refresh from
+one `TradingSystem.snapshot()` per timer tick (default 4 Hz) inside one
+`batch_update()`, and each pane touches only what changed. The core and the UI
+share this event loop, so every millisecond spent here is taken from quotes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, ClassVar
+
+from loguru import logger
+from textual import events, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Container, Horizontal
+from textual.screen import ModalScreen
+from textual.timer import Timer
+from textual.widgets import Footer, Label
+
+from core.model import Alert, AlertSeverity, TradingState
+from core.snapshot import SystemSnapshot
+from core.system import TradingSystem
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.help import HelpScreen
+from tui.widgets.alerts import AlertsPane
+from tui.widgets.base import Pane
+from tui.widgets.format import signed_money, signed_qty
+from tui.widgets.indicators import IndicatorsPane
+from tui.widgets.orders import OrdersPane
+from tui.widgets.pnl import PnlPane
+from tui.widgets.positions import PositionsPane
+from tui.widgets.quotes import QuotesPane
+from tui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from storage.database import AlertRecord
+    from tui.runtime import Runtime
+
+EXIT_OK, EXIT_CRASH = 0, 1
+GRID_ORDER = (1, 5, 4, 3, 2, 6)
+STOP_TIMEOUT_SECONDS = 15.0
+
+# Actions that must not fire underneath an open dialog: App bindings stay live
+# while a modal screen is shown, and `h` pressed in the flatten dialog must not halt.
+_MAIN_SCREEN_ACTIONS = frozenset(
+    {"halt_resume", "flatten", "reset_breaker", "quit", "help", "show_pane", "zoom"}
+)
+
+
+def _pane_binding(n: int, name: str) -> Binding:
+    return Binding(str(n), f"show_pane({n})", name, show=False, id=f"pane_{n}", tooltip=name)
+
+
+class TradingConsoleApp(App[None]):
+    """The operator's console. It is handed its core; tests pass a sim system and a fake clock."""
+
+    CSS_PATH = "console.tcss"
+    TITLE = "Trading Console"
+    ENABLE_COMMAND_PALETTE = False  # every action is a key; nothing hides in a palette
+    ALLOW_IN_MAXIMIZED_VIEW = "StatusBar, Footer"  # a zoomed pane still shows the state
+    # Below 110 columns one pane shows at a time (number keys switch); above, all in a grid.
+    HORIZONTAL_BREAKPOINTS = [  # noqa: RUF012 (Textual reads it as a class attribute)
+        (0, "-narrow"),
+        (110, "-wide"),
+    ]
+    # Letters, digits and ctrl+letter only: they reach the app reliably over SSH and tmux.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "h",
+            "halt_resume",
+            "Halt/Resume",
+            id="halt",
+            tooltip="halt: no new risk-increasing orders, working orders cancelled "
+            "(immediate); resume asks for confirmation",
+        ),
+        Binding(
+            "f",
+            "flatten",
+            "Flatten",
+            id="flatten",
+            tooltip="close every position with market orders after a confirmation "
+            "listing them; works in every trading state",
+        ),
+        Binding(
+            "r",
+            "reset_breaker",
+            "Reset breaker",
+            id="reset_breaker",
+            tooltip="only when TRIPPED: shows why it tripped and today's P&L, then back to ACTIVE",
+        ),
+        Binding(
+            "q",
+            "quit",
+            "Quit",
+            id="quit",
+            tooltip="stop trading and leave (asks first when positions or orders are open)",
+        ),
+        Binding(
+            "ctrl+c",
+            "quit",
+            "Quit",
+            show=False,
+            priority=True,
+            id="quit_ctrl_c",
+            tooltip="same as q",
+        ),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            show=False,
+            priority=True,
+            id="quit_ctrl_q",
+            tooltip="same as q",
+        ),
+        Binding(
+            "z",
+            "zoom",
+            "Zoom",
+            id="zoom",
+            tooltip="show the selected pane full screen (z again to go back)",
+        ),
+        Binding("question_mark", "help", "Help", key_display="?", id="help", tooltip="this help"),
+        _pane_binding(1, "Quotes"),
+        _pane_binding(2, "Indicators"),
+        _pane_binding(3, "Positions"),
+        _pane_binding(4, "Orders"),
+        _pane_binding(5, "Daily P&L"),
+        _pane_binding(6, "Alerts"),
+    ]
+
+    def __init__(
+        self,
+        system: TradingSystem,
+        *,
+        refresh_hz: float | None = None,
+        alert_history: list[Alert] | None = None,
+        start_system: bool = True,
+    ) -> None:
+        super().__init__()
+        self.system = system
+        self.refresh_hz = refresh_hz or system.settings.ui_refresh_hz
+        self._alert_history = list(alert_history or [])  # newest first, as stored
+        self._start_system = start_system
+        self.animation_level = "none"  # over SSH every animation frame costs bandwidth
+        self.panes: dict[int, Pane] = {}
+        self.current_pane = 1
+        self.frame_costs_ms: deque[float] = deque(maxlen=10_000)
+        self.last_snapshot: SystemSnapshot | None = None
+        self._refresh_timer: Timer | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        tz = self.system.settings.timezone
+        self.status_bar = StatusBar(tz)
+        panes: list[Pane] = [
+            QuotesPane(),
+            IndicatorsPane(),
+            PositionsPane(),
+            OrdersPane(tz),
+            PnlPane(),
+            AlertsPane(tz),
+        ]
+        self.panes = {p.number: p for p in panes}
+        yield self.status_bar
+        with Horizontal(id="pane-tabs"):
+            for pane in panes:
+                yield Label(f"{pane.number} {pane.title}", id=f"tab-{pane.id}", classes="tab")
+        with Container(id="panes"):
+            # The wide grid fills row by row: this order puts quotes, positions and
+            # indicators on the left, P&L, orders and alerts on the right (console.tcss).
+            for number in GRID_ORDER:
+                yield self.panes[number]
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        # Stored alerts first (oldest first), so this session's alerts sort after them.
+        self.system.alerts.load_history(list(reversed(self._alert_history)))
+        if self._start_system:
+            await self.system.start()
+            self.system.start_timer()
+        self._select_pane(1)
+        self.refresh_now()
+        self._refresh_timer = self.set_interval(1.0 / self.refresh_hz, self.refresh_now)
+
+    # ------------------------------------------------------------------ refresh
+    def refresh_now(self) -> None:
+        """One frame: read one snapshot, hand it to every pane inside one batch."""
+        if self.system.fatal_error is not None:
+            self._on_core_crash(self.system.fatal_error)
+            return
+        started = perf_counter()
+        snapshot = self.system.snapshot()
+        with self.batch_update():
+            self.status_bar.update_snapshot(snapshot)
+            for pane in self.panes.values():
+                pane.update_snapshot(snapshot)
+            state = snapshot.risk.state
+            self.screen.set_class(state is TradingState.TRIPPED, "-tripped")
+            self.screen.set_class(state is TradingState.HALTED, "-halted")
+        self.last_snapshot = snapshot
+        self.frame_costs_ms.append((perf_counter() - started) * 1000.0)
+
+    # ------------------------------------------------------------------ panes
+    def _select_pane(self, number: int) -> None:
+        self.current_pane = number
+        for n, pane in self.panes.items():
+            pane.set_class(n == number, "-current")
+            self.query_one(f"#tab-{pane.id}").set_class(n == number, "-current")
+
+    def action_show_pane(self, number: int) -> None:
+        pane = self.panes.get(number)
+        if pane is None:
+            return
+        self._select_pane(number)
+        if self.screen.maximized is not None:
+            self.screen.maximize(pane, container=False)  # zoomed: switch the zoomed pane
+        # Focus after the layout change so a just-shown pane can take focus.
+        self.call_after_refresh(pane.focus_target().focus)
+
+    def action_zoom(self) -> None:
+        screen = self.screen
+        if screen.maximized is not None:
+            screen.minimize()
+        else:
+            pane = self.panes[self.current_pane]
+            screen.maximize(pane, container=False)
+            self.call_after_refresh(pane.focus_target().focus)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        # Tab moves focus between panes: keep the "current" mark with the focus.
+        for node in event.widget.ancestors_with_self:
+            if isinstance(node, Pane):
+                if node.number != self.current_pane:
+                    self._select_pane(node.number)
+                return
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in _MAIN_SCREEN_ACTIONS and isinstance(self.screen, ModalScreen))
+
+    # ------------------------------------------------------------------ operator keys
+    def _ask(self, screen: ConfirmScreen, on_yes: Callable[[], None]) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                on_yes()
+            else:
+                self.notify("Cancelled: nothing was changed.", timeout=3)
+
+        self.push_screen(screen, answered)
+
+    def action_halt_resume(self) -> None:
+        risk = self.system.risk
+        if risk.state is TradingState.ACTIVE:
+            working = len(self.system.execution.working_orders())
+            self.system.halt("operator halt (h)")
+            self.notify(
+                f"Trading HALTED: no new risk-increasing orders; {working} working order(s) "
+                "cancelled. Press h to resume.",
+                title="Halted",
+                severity="warning",
+            )
+            self.refresh_now()
+        elif risk.state is TradingState.HALTED:
+            self._ask(
+                ConfirmScreen(
+                    "Resume trading?",
+                    [
+                        f"Halted because: {risk.state_reason or 'unknown'}",
+                        "",
+                        "On yes the state returns to ACTIVE and the strategy may send",
+                        "new orders again on its next signal.",
+                    ],
+                    yes="Resume",
+                ),
+                self._resume,
+            )
+        else:
+            self.notify(
+                f"Breaker TRIPPED ({risk.trip_reason}): h cannot resume. "
+                "Press r to review and reset the breaker.",
+                title="Not resumed",
+                severity="warning",
+            )
+
+    def _resume(self) -> None:
+        ok, message = self.system.resume("operator resumed (h)")
+        if ok:
+            self.notify("Trading ACTIVE again.", title="Resumed")
+        else:
+            self.notify(f"Not resumed: {message}", title="Not resumed", severity="error")
+        self.refresh_now()
+
+    def action_flatten(self) -> None:
+        snapshot = self.system.snapshot()
+        positions = [p for p in snapshot.positions if p.quantity]
+        working = [o for o in snapshot.orders if o.status.is_working]
+        if not positions and not working:
+            self.notify("Nothing to flatten: no open positions or working orders.", title="Flat")
+            return
+        lines = ["Market orders will close:"] if positions else ["No open positions."]
+        lines += [
+            f"  {p.symbol:<8} {signed_qty(p.quantity):>8} sh   value {signed_money(p.market_value)}"
+            f"   unrealized {signed_money(p.unrealized)}"
+            for p in positions
+        ]
+        lines += [
+            "",
+            f"Working orders: {len(working)} (re-targeted to zero / cancelled).",
+            f"Trading state stays {snapshot.risk.state}; flatten works in every state.",
+        ]
+        self._ask(
+            ConfirmScreen("Flatten all positions?", lines, yes="Flatten", danger=True),
+            self._flatten,
+        )
+
+    def _flatten(self) -> None:
+        symbols = self.system.flatten("operator flatten (f)")
+        closing = ", ".join(symbols) if symbols else "no positions left to close"
+        self.notify(f"Flatten sent: {closing}.", title="Flatten", severity="warning")
+        self.refresh_now()
+
+    def action_reset_breaker(self) -> None:
+        risk = self.system.risk
+        if risk.state is not TradingState.TRIPPED:
+            self.notify(
+                f"The breaker is not tripped (state {risk.state}); nothing to reset.",
+                title="Not tripped",
+            )
+            return
+        pnl = self.system.portfolio.summary()
+        self._ask(
+            ConfirmScreen(
+                "Reset the circuit breaker?",
+                [
+                    f"Tripped because: {risk.trip_reason}",
+                    "",
+                    f"Today's P&L:  total {signed_money(pnl.total)}   "
+                    f"realized {signed_money(pnl.realized)}   "
+                    f"unrealized {signed_money(pnl.unrealized)}",
+                    f"Daily loss limit: -{risk.limits.daily_loss_limit:,.2f}",
+                    "",
+                    "On yes trading returns to ACTIVE (the reset is recorded) and the",
+                    "strategy may open new positions.",
+                ],
+                yes="Reset",
+                danger=True,
+            ),
+            self._reset_breaker,
+        )
+
+    def _reset_breaker(self) -> None:
+        if self.system.reset_breaker("operator reset (r)"):
+            self.notify("Breaker reset: trading ACTIVE.", title="Breaker reset", severity="warning")
+        else:
+            self.notify("The breaker was no longer tripped.", title="Not reset")
+        self.refresh_now()
+
+    def help_keys(self) -> list[tuple[str, str]]:
+        """(keys, what they do) from the bindings themselves, so help cannot drift from them."""
+        grouped: dict[str, tuple[list[str], str]] = {}
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            action = binding.action.split("(")[0]
+            text = f"{binding.description}: {binding.tooltip or ''}".rstrip(": ")
+            if action == "show_pane":
+                text = "show / focus a pane: " + ", ".join(
+                    f"{p.number} {p.title}" for p in self.panes.values()
+                )
+            keys, _ = grouped.setdefault(action, ([], text))
+            keys.append(binding.key_display or binding.key)
+        rows = []
+        for keys, text in grouped.values():
+            label = f"{keys[0]}..{keys[-1]}" if len(keys) > 3 else " / ".join(keys)
+            rows.append((label, text))
+        return rows
+
+    def action_help(self) -> None:
+        notes = [
+            "",
+            f"STOP file: create {self.system.settings.stop_file} to halt trading "
+            "(state shows HALTED (STOP file)); remove it, then h to resume.",
+            "Narrow terminals show one pane at a time: number keys switch panes.",
+            "Run inside tmux or screen over SSH: a dropped connection does not stop trading.",
+        ]
+        self.push_screen(HelpScreen(self.help_keys(), notes))
+
+    async def action_quit(self) -> None:
+        """Every way out (q, ctrl+c, ctrl+q) comes here: confirm if anything is open."""
+        if self._stopping:
+            return
+        snapshot = self.system.snapshot()
+        positions = [p for p in snapshot.positions if p.quantity]
+        working = [o for o in snapshot.orders if o.status.is_working]
+        if not positions and not working:
+            self._stop_and_exit("operator quit", EXIT_OK)
+            return
+        held = ", ".join(f"{p.symbol} {signed_qty(p.quantity)}" for p in positions) or "none"
+        lines = [
+            f"Open positions: {held}",
+            f"Working orders: {len(working)}",
+            "",
+            "On quit: working orders are CANCELLED; positions are LEFT OPEN at the broker.",
+            "To close them first, answer n and press f (flatten).",
+        ]
+        self._ask(
+            ConfirmScreen("Quit the console?", lines, yes="Quit", danger=True),
+            lambda: self._stop_and_exit("operator quit", EXIT_OK),
+        )
+
+    # ------------------------------------------------------------------ stopping
+    def _stop_and_exit(self, reason: str, code: int, message: str | None = None) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.notify("Stopping: cancelling working orders, flushing records...", title="Quit")
+        self._stop_worker(reason, code, message)
+
+    @work(exclusive=True, group="stop")
+    async def _stop_worker(self, reason: str, code: int, message: str | None) -> None:
+        # A worker, so the screen keeps painting while the core cancels and drains.
+        try:
+            await asyncio.wait_for(self.system.stop(reason), STOP_TIMEOUT_SECONDS)
+        except Exception as exc:  # still leave: the operator asked to go
+            logger.opt(exception=exc).error("stop did not finish cleanly")
+            code = EXIT_CRASH
+        self.exit(return_code=code, message=message)
+
+    def _on_core_crash(self, error: BaseException) -> None:
+        if self._stopping:
+            return
+        if self._refresh_timer is not None:
+            self._refresh_timer.stop()
+        text = f"Trading core crashed: {error!r}. Working orders are being cancelled; see the log."
+        self.notify(text, title="CRASH", severity="error", timeout=30)
+        self._stop_and_exit(f"crash: {error!r}", EXIT_CRASH, text)
+
+
+def alerts_from_records(records: Sequence[AlertRecord]) -> list[Alert]:
+    """Stored alert rows back into Alerts (order kept: newest first)."""
+    alerts = []
+    for r in records:
+        try:
+            severity = AlertSeverity(r.severity)
+        except ValueError:
+            severity = AlertSeverity.WARNING  # an unknown level is shown, not dropped
+        alerts.append(Alert(severity, r.key, r.message, r.ts))
+    return alerts
+
+
+async def run_console(runtime: Runtime) -> int:
+    """Run the console on an assembled runtime; returns 0 on a clean stop, 1 on a crash."""
+    history = alerts_from_records(await runtime.database.recent_alerts(200))
+    app = TradingConsoleApp(runtime.system, alert_history=history)
+    try:
+        await app.run_async()
+    finally:
+        if runtime.system.running:
+            # The UI left without the quit path (an exception in a widget): still
+            # cancel working orders and record the day before the caller closes storage.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runtime.system.stop("console exited"), STOP_TIMEOUT_SECONDS)
+    if runtime.system.fatal_error is not None:
+        return EXIT_CRASH
+    return EXIT_CRASH if app.return_code not in (None, EXIT_OK) else EXIT_OK

@@ -1,0 +1,55 @@
+"""Quotes pane: the latest validated quote per symbol, stale ones marked in words."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widget import Widget
+
+from core.snapshot import QuoteRow, SystemSnapshot
+from tui.widgets.base import Cell, Column, DiffTable, Pane
+from tui.widgets.format import age, price, sign_class, signed_pct, spread
+
+COLUMNS = (
+    Column("symbol", "Symbol"),
+    Column("bid", "Bid", "right"),
+    Column("ask", "Ask", "right"),
+    Column("last", "Last", "right"),
+    Column("chg", "Chg%", "right"),
+    Column("spread", "Sprd", "right"),
+    Column("age", "Age", "right"),
+    Column("source", "Src"),
+    Column("flag", "Flag"),
+)
+
+
+def quote_cells(row: QuoteRow) -> tuple[Cell, ...]:
+    flag: Cell = ("STALE", "cell--alert") if row.stale else ""
+    if not row.stale and row.rejected:
+        # Bad ticks dropped by validation today: worth a glance, not an alarm.
+        flag = (f"{row.rejected} bad", "cell--warn")
+    return (
+        (row.symbol, "cell--alert") if row.stale else row.symbol,
+        price(row.bid),
+        price(row.ask),
+        price(row.last),
+        (signed_pct(row.change_pct), sign_class(row.change_pct)),
+        spread(row.spread),
+        (age(row.age_seconds), "cell--alert") if row.stale else age(row.age_seconds),
+        row.source,
+        flag,
+    )
+
+
+class QuotesPane(Pane):
+    def __init__(self) -> None:
+        super().__init__(1, "Quotes", id="quotes")
+        self.table = DiffTable(COLUMNS, id="quotes-table")
+
+    def compose(self) -> ComposeResult:
+        yield self.table
+
+    def focus_target(self) -> Widget:
+        return self.table
+
+    def update_snapshot(self, snapshot: SystemSnapshot) -> None:
+        self.table.sync((row.symbol, quote_cells(row)) for row in snapshot.quotes)
