@@ -40,7 +40,9 @@ class Rig:
 
     def hold(self, symbol: str, qty: int, price: float) -> None:
         side = Side.BUY if qty > 0 else Side.SELL
-        self.portfolio.apply_fill(Fill(f"x{symbol}{qty}", "c", symbol, side, abs(qty), price, 0, T0))
+        self.portfolio.apply_fill(
+            Fill(f"x{symbol}{qty}", "c", symbol, side, abs(qty), price, 0, T0)
+        )
 
 
 def make(limits: RiskLimits = LIMITS, cash: float = 50_000) -> Rig:

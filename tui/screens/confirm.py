@@ -39,8 +39,10 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Label(self.title_text, id="confirm-title", markup=False)
             yield Static(self.body_text, id="confirm-body", markup=False)
             with Horizontal(id="confirm-buttons"):
-                yield Button(f"{self.yes_text} (y)", id="confirm-yes", variant="error")
-                yield Button("No (n)", id="confirm-no", variant="primary")
+                yield Button(
+                    f"{self.yes_text} (y)", id="confirm-yes", variant="error", compact=True
+                )
+                yield Button("No (n)", id="confirm-no", variant="primary", compact=True)
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)

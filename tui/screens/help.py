@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
@@ -31,12 +31,14 @@ class HelpScreen(ModalScreen[None]):
         self.notes = list(notes)
 
     def compose(self) -> ComposeResult:
-        width = max(len(k) for k, _ in self.keys) + 2
-        lines = [f"{key:<{width}}{text}" for key, text in self.keys]
         with Vertical(id="help-dialog"):
             yield Label("Trading Console - keys", id="help-title")
             with VerticalScroll(id="help-scroll"):
-                yield Static("\n".join(lines), id="help-keys", markup=False)
+                # A grid keeps each description wrapped beside its key.
+                with Grid(id="help-keys"):
+                    for key, text in self.keys:
+                        yield Label(key, classes="help-key", markup=False)
+                        yield Label(text, classes="help-text", markup=False)
                 if self.notes:
                     yield Static("\n".join(self.notes), id="help-notes", markup=False)
             yield Label("? / Enter closes this help", id="help-footer")

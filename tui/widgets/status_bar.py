@@ -24,17 +24,28 @@ class StatusBar(Vertical):
     def __init__(self, tz: tzinfo, *, id: str = "status") -> None:
         super().__init__(id=id)
         self._tz = tz
-        names = ("mode", "account", "conn", "state", "clock", "reason", "health", "strategy")
+        names = (
+            "mode",
+            "account",
+            "conn",
+            "state",
+            "strategy",
+            "clock",
+            "reason",
+            "health",
+            "risk",
+        )
         self._labels = {n: Label("", id=f"status-{n}", markup=False) for n in names}
         self._shown: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         labels = self._labels
+        # Most important first: a narrow terminal clips from the right.
         with Horizontal(id="status-line1"):
-            for name in ("mode", "account", "conn", "state", "clock"):
+            for name in ("mode", "account", "conn", "state", "strategy", "clock"):
                 yield labels[name]
         with Horizontal(id="status-line2"):
-            for name in ("reason", "health", "strategy"):
+            for name in ("reason", "health", "risk"):
                 yield labels[name]
 
     def text_of(self, name: str) -> str:
@@ -62,10 +73,9 @@ class StatusBar(Vertical):
         self._set("clock", snapshot.now.astimezone(self._tz).strftime("%H:%M:%S %Z"))
         self._set("reason", _state_words(snapshot))
         self._set("health", _health(snapshot))
+        self._set("strategy", snapshot.strategy_name)
         self._set(
-            "strategy",
-            f"{snapshot.strategy_name}  risk clamped {snapshot.risk.clamped}"
-            f" rejected {snapshot.risk.rejected}",
+            "risk", f"risk: {snapshot.risk.clamped} clamped, {snapshot.risk.rejected} rejected"
         )
 
 
