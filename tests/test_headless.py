@@ -66,7 +66,7 @@ def test_headless_runs_halts_on_stop_file_and_stops_on_sigint(tmp_path: Path) ->
         assert (halted_at - touched).total_seconds() <= 1.0
         assert proc.poll() is None  # halting does not stop the process
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -165,5 +165,5 @@ def test_drawdown_alert_fires_once_per_excursion() -> None:
     rig.risk.evaluate()
     rig.risk.evaluate()
     assert len([e for e in rig.events if isinstance(e, DrawdownExceeded)]) == 1
-    dd = [e for e in rig.events if isinstance(e, DrawdownExceeded)][0]
+    dd = next(e for e in rig.events if isinstance(e, DrawdownExceeded))
     assert dd.drawdown_pct == pytest.approx((10_250 - 10_000) / 10_250 * 100, rel=1e-3)
