@@ -38,6 +38,13 @@ class Portfolio:
         self._start_equity = starting_cash
         self._peak_equity = starting_cash
         self._max_drawdown_pct = 0.0
+        # Market value is kept incrementally because every quote re-marks a position and
+        # the breaker reads equity on every quote; it is recomputed exactly on each fill
+        # and every RECOMPUTE_EVERY marks so rounding cannot drift.
+        self._market_value = 0.0
+        self._marks_since_recompute = 0
+
+    RECOMPUTE_EVERY = 10_000
 
     # ----------------------------------------------------------------- updates
     def position(self, symbol: str) -> Position:
@@ -75,24 +82,36 @@ class Portfolio:
         self.cash -= signed * fill.price + fill.commission
         self._day_realized += realized
         self._day_commissions += fill.commission
+        self._recompute_market_value()
         self._update_peak()
         return realized
+
+    def _recompute_market_value(self) -> None:
+        self._market_value = sum(p.market_value for p in self.positions.values())
+        self._marks_since_recompute = 0
 
     def mark(self, symbol: str, price: float) -> None:
         pos = self.positions.get(symbol)
         if pos is None:
             return
+        previous = pos.mark_price
         pos.mark_price = price
         if pos.quantity:
+            self._marks_since_recompute += 1
+            if self._marks_since_recompute >= self.RECOMPUTE_EVERY or math.isnan(previous):
+                self._recompute_market_value()
+            else:
+                self._market_value += pos.quantity * (price - previous)
             self._update_peak()
 
     def _update_peak(self) -> None:
-        equity = self.equity
+        equity = self.cash + self._market_value
         if equity > self._peak_equity:
             self._peak_equity = equity
-        dd = self.drawdown_pct
-        if dd > self._max_drawdown_pct:
-            self._max_drawdown_pct = dd
+        elif self._peak_equity > 0:
+            dd = (self._peak_equity - equity) / self._peak_equity * 100.0
+            if dd > self._max_drawdown_pct:
+                self._max_drawdown_pct = dd
 
     def start_new_day(self) -> None:
         """Daily reset: today's figures start from the current equity and positions."""
@@ -110,7 +129,7 @@ class Portfolio:
 
     @property
     def market_value(self) -> float:
-        return sum(p.market_value for p in self.positions.values())
+        return self._market_value
 
     @property
     def gross_exposure(self) -> float:

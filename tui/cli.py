@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("init", help="create or migrate the database")
+    bench = sub.add_parser("bench", help="print performance figures")
+    bench.add_argument("--seconds", type=float, default=10.0, help="length of each UI run")
+    bench.add_argument("--skip-ui", action="store_true", help="only the core figures")
     return parser
 
 
@@ -64,6 +67,19 @@ async def cmd_db_init(settings: Settings) -> int:
 
     await init_database(settings.database_path)
     print(f"database ready: {settings.database_path}")
+    return EXIT_OK
+
+
+async def cmd_bench(seconds: float, skip_ui: bool) -> int:
+    from tui.bench import bench_core, print_core
+
+    logger.remove()  # figures only; the runs would otherwise log every order
+    print_core(await bench_core())
+    if not skip_ui:
+        from tui.bench_ui import bench_ui, print_ui
+
+        for total in (80.0, 2_000.0):
+            print_ui(total, await bench_ui(total, seconds=seconds))
     return EXIT_OK
 
 
@@ -126,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(settings)
     from tui.logs import configure_logging
 
+    if args.command == "bench":
+        return asyncio.run(cmd_bench(args.seconds, args.skip_ui))
     if args.command == "db":
         configure_logging(settings.log_path, console=True)
         return asyncio.run(cmd_db_init(settings))
