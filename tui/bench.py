@@ -96,3 +96,9 @@ def print_core(figures: dict[str, Any]) -> None:
         f"p99 {figures['quote_path_p99_us']:.1f} µs  mean {figures['quote_path_mean_us']:.1f} µs"
     )
     print(f"  simulated replay incl. venue: {figures['replay_quotes_per_s']:,.0f} quotes/s")
+
+
+def print_ui(total_qps: float, figures: dict[str, float]) -> None:
+    print(f"console at 120x40, 20 symbols, {total_qps:,.0f} quotes/s in total:")
+    for key, value in figures.items():
+        print(f"  {key}: {value:,.2f}")

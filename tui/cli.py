@@ -76,7 +76,8 @@ async def cmd_bench(seconds: float, skip_ui: bool) -> int:
     logger.remove()  # figures only; the runs would otherwise log every order
     print_core(await bench_core())
     if not skip_ui:
-        from tui.bench_ui import bench_ui, print_ui
+        from tui.bench import print_ui
+        from tui.bench_ui import bench_ui
 
         for total in (80.0, 2_000.0):
             print_ui(total, await bench_ui(total, seconds=seconds))

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual.containers import Vertical
 from textual.widget import Widget
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Label
 
 from core.snapshot import SystemSnapshot
 
@@ -31,6 +32,15 @@ class Column:
     key: str
     label: str
     justify: Justify = "left"
+
+
+def set_label_text(label: Label, old: str, new: str) -> None:
+    """Update a label, asking for a screen re-layout only when its width can change.
+
+    A layout pass re-measures the whole screen (tens of ms at 120x40); a label
+    whose text keeps its width (the clock, most figures) only needs a repaint.
+    """
+    label.update(new, layout=cell_len(new) != cell_len(old))
 
 
 class Pane(Vertical):

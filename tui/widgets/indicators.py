@@ -12,7 +12,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Label, Sparkline
 
 from core.snapshot import IndicatorRow, SystemSnapshot
-from tui.widgets.base import Cell, Column, DiffTable, Pane
+from tui.widgets.base import Cell, Column, DiffTable, Pane, set_label_text
 from tui.widgets.format import number, signed_qty, spark
 
 TREND_POINTS = 12
@@ -86,5 +86,5 @@ class IndicatorsPane(Pane):
         else:
             text = f"{chosen.symbol}: no bars yet"
         if text != self._caption_text:
+            set_label_text(self.caption, self._caption_text, text)
             self._caption_text = text
-            self.caption.update(text)

@@ -8,7 +8,7 @@ from textual.widgets import Label, ProgressBar
 
 from core.model import TradingState
 from core.snapshot import SystemSnapshot
-from tui.widgets.base import Pane
+from tui.widgets.base import Pane, set_label_text
 from tui.widgets.format import money, sign_class, signed_money, signed_pct
 
 # (key, title, wide): pairs share a line; wide metrics take the whole line.
@@ -59,10 +59,10 @@ class PnlPane(Pane):
     def _set(self, key: str, text: str, css_class: str | None = None) -> None:
         if self._shown.get(key) == (text, css_class):
             return
-        old = self._shown.get(key, ("", None))[1]
+        old_text, old = self._shown.get(key, ("", None))
         self._shown[key] = (text, css_class)
         label = self._values[key]
-        label.update(text)
+        set_label_text(label, old_text, text)
         if old != css_class:
             if old:
                 label.remove_class(old)

@@ -16,6 +16,7 @@ from textual.widgets import Label
 
 from core.model import TradingMode, TradingState
 from core.snapshot import SystemSnapshot
+from tui.widgets.base import set_label_text
 
 MODE_LABEL = {TradingMode.SIM: "SIM", TradingMode.PAPER: "PAPER", TradingMode.LIVE: "LIVE"}
 
@@ -52,9 +53,10 @@ class StatusBar(Vertical):
         return self._shown.get(name, "")
 
     def _set(self, name: str, text: str) -> None:
-        if self._shown.get(name) != text:
+        old = self._shown.get(name)
+        if old != text:
             self._shown[name] = text
-            self._labels[name].update(text)
+            set_label_text(self._labels[name], old or "", text)
 
     def update_snapshot(self, snapshot: SystemSnapshot) -> None:
         mode, state = snapshot.mode, snapshot.risk.state
