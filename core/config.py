@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.model import TradingMode
+from core.model import AlertSeverity, TradingMode
 
 DEFAULT_STRATEGY = "core.strategy.ma_cross:MovingAverageCross"
 
@@ -113,6 +113,82 @@ class Settings(BaseSettings):
         5.0, gt=0, description="stdev of each simulated price step, basis points"
     )
 
+    reconcile_seconds: float = Field(
+        30.0, gt=0, description="how often positions are reconciled with the broker, s"
+    )
+
+    # --- Interactive Brokers (paper / live) -------------------------------------
+    ib_host: str = Field("127.0.0.1", description="TWS / IB Gateway host")
+    ib_port: int = Field(
+        7497, gt=0, lt=65536, description="7497 paper TWS, 4002 paper Gateway, 7496/4001 live"
+    )
+    ib_client_id: int = Field(1, ge=0, description="API client id (unique per connection)")
+    ib_account: str = Field("", description="account id to trade (empty: the only one)")
+    ib_market_data_type: int = Field(
+        1, ge=1, le=4, description="1 live, 2 frozen, 3 delayed, 4 delayed-frozen"
+    )
+    ib_readonly: bool = Field(False, description="connect read-only (no orders)")
+    ib_connect_timeout: float = Field(10.0, gt=0, description="seconds to wait for TWS")
+    ib_primary_exchange: str = Field("", description="optional primary exchange, e.g. NASDAQ")
+    poll_seconds: float = Field(
+        5.0, gt=0, description="snapshot polling period for a symbol whose stream stalled, s"
+    )
+    reconnect_max_seconds: float = Field(
+        60.0, gt=0, description="longest wait between reconnect attempts, s"
+    )
+    exchange_calendar: str = Field(
+        "XNYS", description="exchange calendar for sessions (exchange-calendars code)"
+    )
+
+    # --- alerts and monitoring ----------------------------------------------------
+    twilio_account_sid: str = Field("", description="Twilio account SID (ACxxxx)")
+    twilio_auth_token: SecretStr = Field(SecretStr(""), description="Twilio auth token")
+    twilio_whatsapp_from: str = Field("", description="sender, e.g. whatsapp:+14155238886")
+    alert_whatsapp_to: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated recipients, e.g. whatsapp:+15551234567"
+    )
+    twilio_base_url: str = Field(
+        "", description="optional Twilio-compatible base URL (relay or test server)"
+    )
+    telegram_bot_token: SecretStr = Field(SecretStr(""), description="Telegram bot token")
+    telegram_chat_id: str = Field("", description="Telegram chat id to alert")
+    telegram_base_url: str = Field(
+        "https://api.telegram.org", description="Telegram Bot API base URL"
+    )
+    smtp_host: str = Field("", description="SMTP server for e-mail alerts")
+    smtp_port: int = Field(587, gt=0, lt=65536, description="SMTP port (STARTTLS)")
+    smtp_user: str = Field("", description="SMTP user name")
+    smtp_password: SecretStr = Field(SecretStr(""), description="SMTP password")
+    smtp_starttls: bool = Field(True, description="use STARTTLS")
+    alert_email_from: str = Field("", description="From address of alert e-mails")
+    alert_email_to: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated e-mail recipients"
+    )
+    alert_whatsapp_min_severity: AlertSeverity = Field(
+        AlertSeverity.CRITICAL, description="lowest severity sent to WhatsApp"
+    )
+    alert_telegram_min_severity: AlertSeverity = Field(
+        AlertSeverity.WARNING, description="lowest severity sent to Telegram"
+    )
+    alert_email_min_severity: AlertSeverity = Field(
+        AlertSeverity.WARNING, description="lowest severity sent by e-mail"
+    )
+    alert_dedup_seconds: float = Field(
+        300.0, ge=0, description="same alert key inside this window is counted, not re-sent"
+    )
+    alert_max_per_minute: int = Field(
+        10, gt=0, description="per-channel limit of messages per minute"
+    )
+    heartbeat_seconds: float = Field(10.0, gt=0, description="heartbeat period, s")
+    heartbeat_file: Path | None = Field(
+        None, description="heartbeat file (default DATA_DIR/heartbeat)"
+    )
+    watchdog_stale_seconds: float = Field(
+        60.0, gt=0, description="watchdog alerts when the heartbeat is older than this, s"
+    )
+    log_retention_days: int = Field(30, gt=0, description="days of log files to keep")
+    log_json: bool = Field(False, description="write the log file as JSON lines")
+
     # --- paths and recording -----------------------------------------------------
     data_dir: Path = Field(Path("data"), description="where the database, logs and archive live")
     database_file: Path | None = Field(
@@ -140,6 +216,21 @@ class Settings(BaseSettings):
             if len(set(cleaned)) != len(cleaned):
                 raise ValueError("symbols must not repeat")
             return cleaned
+        return value
+
+    @field_validator("alert_whatsapp_to", "alert_email_to", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("alert_whatsapp_to")
+    @classmethod
+    def _check_whatsapp(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for number in value:
+            if not number.startswith("whatsapp:+"):
+                raise ValueError(f"{number!r}: recipients look like whatsapp:+15551234567")
         return value
 
     @field_validator("strategy_params", mode="before")
@@ -192,6 +283,10 @@ class Settings(BaseSettings):
     @property
     def log_path(self) -> Path:
         return self.log_dir or self.data_dir / "logs"
+
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.heartbeat_file or self.data_dir / "heartbeat"
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -260,3 +355,35 @@ def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Set
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+
+
+def render_env_example() -> str:
+    """The text of `.env.example`: every setting, its description and its default."""
+    lines = [
+        "# Trading Console settings. Copy to .env and edit; every line shows the default.",
+        "# Environment variables override this file. `trading-console check` shows what is",
+        "# in force. Regenerate with: python -m core.config > .env.example",
+        "",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        if isinstance(default, tuple):
+            text = ",".join(str(v) for v in default)
+        elif isinstance(default, dict):
+            text = json.dumps(default)
+        elif isinstance(default, time):
+            text = default.strftime("%H:%M")
+        elif default is None:
+            text = ""
+        else:
+            text = str(default.value if hasattr(default, "value") else default)
+        lines.append(f"# {field.description}")
+        prefix = "# " if default is None else ""  # an empty value would not mean "default"
+        lines.append(f"{prefix}{name.upper()}={text}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_env_example(), end="")

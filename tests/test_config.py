@@ -101,3 +101,17 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
     for name in Settings.model_fields:
         assert f"{name.upper()}=" in text, f"{name.upper()} missing from .env.example"
     assert load_settings(env_file=example) == load_settings(env_file=None)
+
+
+def test_env_example_is_generated_from_the_settings() -> None:
+    from core.config import render_env_example
+
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    assert example.read_text() == render_env_example(), "run: python -m core.config > .env.example"
+
+
+def test_secrets_are_masked_by_check() -> None:
+    s = load_settings(env_file=None, twilio_auth_token="tok-123", smtp_password="pw-456")
+    shown = s.masked()
+    assert shown["TWILIO_AUTH_TOKEN"] == "****" and shown["SMTP_PASSWORD"] == "****"
+    assert "tok-123" not in str(shown) and "pw-456" not in str(shown)
