@@ -152,6 +152,16 @@ class BrokerConnectionChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedSwitched:
+    """A symbol's quotes now come from another source (stream, poll)."""
+
+    symbol: str
+    source: str
+    reason: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerErrorReported:
     code: int
     message: str

@@ -19,6 +19,7 @@ from core.events import (
     BreakerTripped,
     BrokerConnectionChanged,
     DrawdownExceeded,
+    FeedSwitched,
     OrderRejected,
     OrderUpdateRefused,
     PositionMismatch,
@@ -48,6 +49,7 @@ class AlertRaiser:
         bus.subscribe(PositionMismatch, self._on_mismatch)
         bus.subscribe(TradingStateChanged, self._on_state_changed)
         bus.subscribe(BrokerConnectionChanged, self._on_connection)
+        bus.subscribe(FeedSwitched, self._on_feed_switched)
 
     def raise_alert(self, severity: AlertSeverity, key: str, message: str, **fields: str) -> Alert:
         alert = Alert(severity, key, message, self._clock.now(), dict(fields))
@@ -117,3 +119,11 @@ class AlertRaiser:
         severity = AlertSeverity.INFO if e.connected else AlertSeverity.CRITICAL
         word = "connected" if e.connected else "DISCONNECTED"
         self.raise_alert(severity, "broker_connection", f"Broker {word}: {e.message}")
+
+    def _on_feed_switched(self, e: FeedSwitched) -> None:
+        self.raise_alert(
+            AlertSeverity.WARNING,
+            f"feed:{e.symbol}",
+            f"Data {e.symbol}: now {e.source} ({e.reason})",
+            symbol=e.symbol,
+        )

@@ -26,6 +26,7 @@ from core.events import (
     BrokerConnectionChanged,
     BrokerErrorReported,
     DailyPnlRecorded,
+    FeedSwitched,
     QuoteReceived,
     TargetChanged,
 )
@@ -40,6 +41,7 @@ from core.model import (
     OrderIntent,
     OrderStatusUpdate,
     Quote,
+    QuoteSource,
     TargetPosition,
     TradingState,
 )
@@ -219,9 +221,18 @@ class TradingSystem:
         self.execution.on_broker_error(code, message, client_order_id)
 
     def on_connection_changed(self, connected: bool, message: str) -> None:
+        # While disconnected, risk refuses every risk-increasing order by itself (and the
+        # console shows DISCONNECTED); on reconnect the books are reconciled at once, and a
+        # mismatch halts. A clean reconnect therefore needs no operator action.
+        if not connected and not self._running:
+            logger.info("broker disconnected after stop: {message}", message=message)
+            return  # our own shutdown, not an incident to page anyone about
         self.bus.publish(BrokerConnectionChanged(connected, message, self.clock.now()))
-        if not connected and self._running:
-            self.halt(f"broker disconnected: {message}")
+        if connected and self._running:
+            self.reconcile()
+
+    def on_feed_switched(self, symbol: str, source: QuoteSource, reason: str) -> None:
+        self.bus.publish(FeedSwitched(symbol, str(source), reason, self.clock.now()))
 
     # =============================================================== hot path
     def _on_quote_received(self, event: QuoteReceived) -> None:

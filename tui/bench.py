@@ -17,7 +17,7 @@ from core.brokers.factory import sim_venue_config
 from core.brokers.sim import SimVenue
 from core.clock import SimClock
 from core.config import load_settings
-from core.model import Fill, OrderStatusUpdate, Quote
+from core.model import Fill, OrderStatusUpdate, Quote, QuoteSource
 from core.simulation import run_simulated
 from core.system import TradingSystem
 
@@ -45,6 +45,9 @@ class _TimedListener:
 
     def on_connection_changed(self, connected: bool, message: str) -> None:
         self._system.on_connection_changed(connected, message)
+
+    def on_feed_switched(self, symbol: str, source: QuoteSource, reason: str) -> None:
+        self._system.on_feed_switched(symbol, source, reason)
 
 
 def _pct(samples: list[float], q: float) -> float:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from loguru import logger
 
+from core.brokers.base import BrokerConnectError
 from core.brokers.factory import BrokerUnavailable
 from core.config import ConfigError, Settings, load_settings
+from core.model import TradingMode
 from core.strategy.loader import StrategyLoadError
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
@@ -30,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-file", default=".env", help="settings file (default ./.env)")
     parser.add_argument(
         "--headless", action="store_true", help="run the trading core without the console UI"
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="confirm real-money trading (required together with TRADING_MODE=live)",
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run trading (the default)")
@@ -51,6 +58,16 @@ def _settings_or_exit(env_file: str) -> Settings:
         for line in exc.lines:
             print(f"  {line}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def live_guard_error(settings: Settings, *, confirmed: bool) -> str | None:
+    """Real money needs two deliberate signals: TRADING_MODE=live and --live."""
+    live = settings.trading_mode is TradingMode.LIVE
+    if live and not confirmed:
+        return "TRADING_MODE=live trades real money: add --live on the command line to confirm"
+    if confirmed and not live:
+        return f"--live given but TRADING_MODE={settings.trading_mode}: set TRADING_MODE=live"
+    return None
 
 
 def cmd_check(settings: Settings) -> int:
@@ -141,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings_or_exit(args.env_file)
     if args.command == "check":
         return cmd_check(settings)
+    guard = live_guard_error(settings, confirmed=args.live)
+    if guard:
+        print(f"trading-console: {guard}", file=sys.stderr)
+        return EXIT_CONFIG
     from tui.logs import configure_logging
 
     if args.command == "bench":
@@ -154,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.headless:
             return asyncio.run(run_headless(settings))
         return asyncio.run(run_tui(settings))
-    except (StrategyLoadError, BrokerUnavailable) as exc:
+    except (StrategyLoadError, BrokerUnavailable, BrokerConnectError) as exc:
         print(f"trading-console: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 

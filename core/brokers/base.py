@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from core.model import AccountValues, Fill, Order, OrderStatusUpdate, Quote
+from core.model import AccountValues, Fill, Order, OrderStatusUpdate, Quote, QuoteSource
+
+
+class BrokerConnectError(Exception):
+    """A connection problem the operator must fix (wrong account type, bad settings).
+
+    Transient failures (TWS not running yet, network drop) are not raised: the broker
+    reports them through `on_connection_changed(False, message)` and keeps retrying.
+    """
 
 
 class BrokerListener(Protocol):
@@ -23,7 +31,13 @@ class BrokerListener(Protocol):
 
     def on_broker_error(self, code: int, message: str, client_order_id: str | None) -> None: ...
 
-    def on_connection_changed(self, connected: bool, message: str) -> None: ...
+    def on_connection_changed(self, connected: bool, message: str) -> None:
+        """Connected: the broker has resynchronised (positions, open orders, missed fills)."""
+        ...
+
+    def on_feed_switched(self, symbol: str, source: QuoteSource, reason: str) -> None:
+        """A symbol's data source changed (stream -> poll when stalled, and back)."""
+        ...
 
 
 class Broker(Protocol):
