@@ -12,11 +12,11 @@ import json
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.calendar import known_calendar
 from core.model import AlertSeverity, TradingMode
 
 DEFAULT_STRATEGY = "core.strategy.ma_cross:MovingAverageCross"
@@ -88,11 +88,11 @@ class Settings(BaseSettings):
     reconcile_tolerance_shares: int = Field(
         0, ge=0, description="position difference vs the broker tolerated before halting"
     )
-    trading_timezone: str = Field(
-        "America/New_York", description="timezone of the trading day (daily P&L reset)"
-    )
-    daily_reset_time: time = Field(
-        time(0, 0), description="local time (HH:MM) in TRADING_TIMEZONE when the day resets"
+    daily_reset_offset_minutes: int = Field(
+        0,
+        ge=0,
+        le=720,
+        description="the trading day (daily P&L, breaker reset) starts this long before the open",
     )
 
     # --- simulator ------------------------------------------------------------
@@ -257,13 +257,11 @@ class Settings(BaseSettings):
             raise ValueError("a dotted path module:Class is required")
         return value
 
-    @field_validator("trading_timezone")
+    @field_validator("exchange_calendar")
     @classmethod
-    def _check_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("an IANA timezone name is required, e.g. America/New_York") from None
+    def _check_calendar(cls, value: str) -> str:
+        if not known_calendar(value):
+            raise ValueError("an exchange-calendars code is required, e.g. XNYS, XNAS, XLON")
         return value
 
     @model_validator(mode="after")
@@ -287,10 +285,6 @@ class Settings(BaseSettings):
     @property
     def heartbeat_path(self) -> Path:
         return self.heartbeat_file or self.data_dir / "heartbeat"
-
-    @property
-    def timezone(self) -> ZoneInfo:
-        return ZoneInfo(self.trading_timezone)
 
     def masked(self) -> dict[str, str]:
         """Effective settings as ENV_NAME -> printable value, secrets masked."""

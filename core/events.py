@@ -186,3 +186,20 @@ class DailyPnlRecorded:
 @dataclass(frozen=True, slots=True)
 class AlertRaised:
     alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDelivered:
+    """One outbound channel's outcome for an alert (sent, failed, suppressed, ...).
+
+    ``delivery`` is the alert's cumulative per-channel summary so far, e.g.
+    ``"whatsapp: sent; telegram: failed (HTTP 401 Unauthorized)"``: the recorder
+    stores the latest one in the alert's ``delivery`` column.
+    """
+
+    alert: Alert
+    channel: str
+    status: str
+    detail: str
+    delivery: str
+    ts: datetime

@@ -303,6 +303,17 @@ class ExecutionEngine:
         )
         self._bus.publish(OrderUpdateRefused(client_order_id, reason, self._clock.now()))
 
+    # ------------------------------------------------------------- recovery
+    def mark_fill_seen(self, exec_id: str) -> None:
+        """A fill already in the books (replayed from the journal) must not apply again."""
+        self._seen_exec_ids.add(exec_id)
+
+    def restore_order(self, order: Order) -> None:
+        """Put back an order from the journal; a working one blocks its symbol as before."""
+        self.orders[order.client_order_id] = order
+        if order.is_working:
+            self._working[order.symbol] = order.client_order_id
+
     # ------------------------------------------------------------- queries
     def working_orders(self) -> list[Order]:
         return [self.orders[i] for i in self._working.values()]

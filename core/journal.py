@@ -7,14 +7,20 @@ storage imports.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from core.model import Order
+from core.recovery import RecoveredState
 
 
 class Journal(Protocol):
     async def write_order(self, order: Order) -> None:
         """Durably record a new order *before* it is sent to the broker."""
+        ...
+
+    async def load_recovery(self, day_start: datetime) -> RecoveredState:
+        """Read back what a restart needs: fills, working and today's orders, state."""
         ...
 
 
@@ -23,3 +29,6 @@ class NullJournal:
 
     async def write_order(self, order: Order) -> None:
         return None
+
+    async def load_recovery(self, day_start: datetime) -> RecoveredState:
+        return RecoveredState()

@@ -258,6 +258,19 @@ class OrderStatusUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerOrderState:
+    """What the broker knows of one of our orders (matched by client order id)."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: int
+    filled_quantity: int
+    status: OrderStatus
+    broker_order_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AccountValues:
     account_id: str
     cash: float

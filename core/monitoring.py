@@ -1,13 +1,16 @@
 """Turns trading events into operator alerts and keeps the recent ones for the console.
 
 Alerts are published as `AlertRaised` on the bus; the recorder stores them and
-outbound channels (WhatsApp, Telegram, e-mail) subscribe to the same event, so
-raising an alert never waits on a network.
+the `AlertManager` (core.alerting) enqueues them for WhatsApp, Telegram and
+e-mail, so raising an alert never waits on a network. Health checks, the crash
+report and failing alert channels raise their alerts through here as well, so
+the console's alert list shows all of them.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -41,6 +44,9 @@ class AlertRaiser:
         self._bus = bus
         self._clock = clock
         self.recent: deque[Alert] = deque(maxlen=history)
+        # Set by the assembly to strip configured secrets (an exception text quoted in a
+        # crash alert may carry a token) before the alert is shown, stored or sent.
+        self.redact: Callable[[str], str] = lambda text: text
         bus.subscribe(OrderRejected, self._on_order_rejected)
         bus.subscribe(OrderUpdateRefused, self._on_update_refused)
         bus.subscribe(BreakerTripped, self._on_breaker_tripped)
@@ -52,6 +58,7 @@ class AlertRaiser:
         bus.subscribe(FeedSwitched, self._on_feed_switched)
 
     def raise_alert(self, severity: AlertSeverity, key: str, message: str, **fields: str) -> Alert:
+        message = self.redact(message)
         alert = Alert(severity, key, message, self._clock.now(), dict(fields))
         self.recent.append(alert)
         logger.log(_LOG_LEVEL[severity], "ALERT {message}", message=message, key=key, **fields)
@@ -116,9 +123,15 @@ class AlertRaiser:
         self.raise_alert(severity, f"state:{e.state}", f"Trading {e.state}: {e.reason}")
 
     def _on_connection(self, e: BrokerConnectionChanged) -> None:
-        severity = AlertSeverity.INFO if e.connected else AlertSeverity.CRITICAL
-        word = "connected" if e.connected else "DISCONNECTED"
-        self.raise_alert(severity, "broker_connection", f"Broker {word}: {e.message}")
+        # Separate keys: a reconnect right after a disconnect is news, not a duplicate.
+        if e.connected:
+            self.raise_alert(
+                AlertSeverity.INFO, "broker_connected", f"Broker connected: {e.message}"
+            )
+        else:
+            self.raise_alert(
+                AlertSeverity.CRITICAL, "broker_disconnected", f"Broker DISCONNECTED: {e.message}"
+            )
 
     def _on_feed_switched(self, e: FeedSwitched) -> None:
         self.raise_alert(

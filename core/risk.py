@@ -76,6 +76,10 @@ class RiskManager:
         self.trip_reason = ""
         self._sent: deque[float] = deque()
         self._drawdown_alerted = False
+        # The P&L at which the breaker trips. After an operator reset while the loss is
+        # still beyond the limit, it re-arms at the P&L of that moment: any further loss
+        # trips again at once, instead of re-tripping on the very next quote.
+        self._rearmed_at: float | None = None
         self.clamped_count = 0
         self.rejected_count = 0
 
@@ -116,9 +120,15 @@ class RiskManager:
         if self.state is not TradingState.TRIPPED:
             return False
         self.trip_reason = ""
+        pnl = self._portfolio.daily_pnl
+        self._rearmed_at = pnl if pnl <= -self.limits.daily_loss_limit else None
         self._set_state(TradingState.ACTIVE, reason)
         self._bus.publish(BreakerReset(reason, self._clock.now()))
         return True
+
+    def start_new_day(self) -> None:
+        self._rearmed_at = None
+        self._drawdown_alerted = False
 
     def restore(self, state: TradingState, reason: str) -> None:
         """Put back a persisted state on start (a restart does not clear a trip)."""
@@ -130,10 +140,12 @@ class RiskManager:
     def evaluate(self) -> bool:
         """Check P&L-based limits; returns True when the breaker tripped just now."""
         pnl = self._portfolio.daily_pnl
-        if pnl <= -self.limits.daily_loss_limit and self.state is not TradingState.TRIPPED:
-            return self.trip(
-                f"daily loss limit: P&L {pnl:+,.2f} <= -{self.limits.daily_loss_limit:,.2f}"
-            )
+        limit = self.limits.daily_loss_limit
+        rearmed = self._rearmed_at
+        breached = pnl <= -limit if rearmed is None else pnl < rearmed
+        if breached and self.state is not TradingState.TRIPPED:
+            extra = "" if rearmed is None else " (further loss after an operator reset)"
+            return self.trip(f"daily loss limit: P&L {pnl:+,.2f} <= -{limit:,.2f}{extra}")
         dd = self._portfolio.drawdown_pct
         if dd >= self.limits.drawdown_alert_pct and not self._drawdown_alerted:
             self._drawdown_alerted = True

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from loguru import logger
 
 from core.bars import BarBuilder
 from core.brokers.base import Broker
 from core.bus import EventBus
+from core.calendar import TradingCalendar
 from core.clock import Clock
 from core.config import Settings
 from core.events import (
@@ -47,6 +48,7 @@ from core.model import (
 )
 from core.monitoring import AlertRaiser
 from core.portfolio import Portfolio
+from core.recovery import RecoveryReport, reconcile_with_broker, restore_from_journal
 from core.risk import RiskLimits, RiskManager
 from core.snapshot import (
     IndicatorRow,
@@ -111,7 +113,12 @@ class TradingSystem:
             s: deque(maxlen=SPARKLINE_POINTS) for s in self.symbols
         }
         self._day_open_mid: dict[str, float] = {}
-        self._trading_day = self._day_of(clock.now())
+        self.calendar = TradingCalendar(
+            settings.exchange_calendar, timedelta(minutes=settings.daily_reset_offset_minutes)
+        )
+        self._trading_day = self.calendar.trading_day(clock.now())
+        self._journal: Journal = journal or NullJournal()
+        self.recovery: RecoveryReport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self.stopped = asyncio.Event()
@@ -125,10 +132,20 @@ class TradingSystem:
 
         ``drive_broker=False`` when a simulation driver moves the venue itself.
         """
+        day_start = self.calendar.day_start(self._trading_day)
+        recovered = await self._journal.load_recovery(day_start)
+        restore_from_journal(self, recovered, day_start)
+        if (
+            recovered.trading_state is TradingState.TRIPPED
+            and recovered.state_changed_at is not None
+            and self.calendar.trading_day(recovered.state_changed_at) != self._trading_day
+        ):
+            self.risk.reset_breaker("new trading day")
         await self.broker.connect()
         self.broker.subscribe_quotes(self.symbols)
-        self.execution.reconcile()
+        self.recovery = reconcile_with_broker(self)
         self._running = True
+        self.reconcile()
         if drive_broker:
             self._spawn(self.broker.run(), "broker")
         self._spawn(self.execution.run(), "execution")
@@ -286,20 +303,15 @@ class TradingSystem:
             logger.warning("STOP file seen: halting", path=str(self.settings.stop_file))
             self.halt(STOP_FILE_REASON)
 
-    def _day_of(self, ts: datetime) -> date:
-        local = ts.astimezone(self.settings.timezone)
-        reset = self.settings.daily_reset_time
-        shifted = local - timedelta(hours=reset.hour, minutes=reset.minute)
-        return shifted.date()
-
     def _check_daily_reset(self, now: datetime) -> None:
-        day = self._day_of(now)
+        day = self.calendar.trading_day(now)
         if day == self._trading_day:
             return
         self._record_daily_pnl()
         logger.info("daily reset", previous=str(self._trading_day), day=str(day))
         self._trading_day = day
         self.portfolio.start_new_day()
+        self.risk.start_new_day()
         self._day_open_mid.clear()
         if self.risk.state is TradingState.TRIPPED:
             self.risk.reset_breaker("new trading day")

@@ -25,6 +25,7 @@ import aiosqlite
 from loguru import logger
 
 from core.events import DailyPnlRecorded, TradingStateChanged
+from core.heartbeat import HeartbeatRecord, HeartbeatState
 from core.model import (
     Alert,
     Bar,
@@ -109,6 +110,15 @@ MIGRATIONS: tuple[str, ...] = (
         state TEXT NOT NULL, reason TEXT NOT NULL
     );
     CREATE INDEX ix_trading_state_changes_ts ON trading_state_changes (ts);
+    """,
+    # 2: the heartbeat (one row, overwritten) read by the watchdog, and a lookup for
+    # delivery updates of alerts this process no longer holds a row id for.
+    """
+    CREATE TABLE heartbeat (
+        id INTEGER PRIMARY KEY CHECK (id = 1), ts TEXT NOT NULL, pid INTEGER NOT NULL,
+        state TEXT NOT NULL, started_at TEXT
+    );
+    CREATE INDEX ix_alerts_key_ts ON alerts (key, ts);
     """,
 )
 
@@ -280,6 +290,44 @@ def risk_event_row(ts: datetime, kind: str, symbol: str | None, detail: str) -> 
 
 def alert_row(a: Alert, delivery: str = "") -> Row:
     return (to_db_ts(a.ts), str(a.severity), a.key, a.message, delivery)
+
+
+def heartbeat_row(h: HeartbeatRecord) -> Row:
+    started = None if h.started_at is None else to_db_ts(h.started_at)
+    return (to_db_ts(h.ts), h.pid, str(h.state), started)
+
+
+def _heartbeat_from_row(r: Sequence[Any]) -> HeartbeatRecord:
+    return HeartbeatRecord(from_db_ts(r[0]), int(r[1]), HeartbeatState(r[2]), _opt_ts(r[3]))
+
+
+_HEARTBEAT_UPSERT_SQL = (
+    "INSERT INTO heartbeat (id, ts, pid, state, started_at) VALUES (1, ?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET ts = excluded.ts, pid = excluded.pid, "
+    "state = excluded.state, started_at = excluded.started_at"
+)
+
+
+def read_heartbeat(path: Path | str) -> HeartbeatRecord | None:
+    """The heartbeat row, read synchronously and read-only (for the watchdog, which must
+    neither create nor migrate the console's database). None when absent or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
+        try:
+            row = conn.execute(
+                "SELECT ts, pid, state, started_at FROM heartbeat WHERE id = 1"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # older schema without the table, or locked beyond the timeout
+    try:
+        return None if row is None else _heartbeat_from_row(row)
+    except (ValueError, TypeError):
+        return None
 
 
 def state_change_row(e: TradingStateChanged) -> Row:
@@ -468,7 +516,49 @@ class Database:
         if not self._lock.locked() or not self._conn.in_transaction:
             raise RuntimeError("write_*_in_transaction needs an open Database.transaction()")
 
+    async def insert_alerts_in_transaction(self, rows: Sequence[Row]) -> list[int]:
+        """Insert alert rows (write_columns order) one by one inside an open
+        ``transaction()``; returns their row ids, so delivery updates can find them."""
+        self._require_transaction()
+        ids: list[int] = []
+        for row in rows:
+            cursor = await self._conn.execute(_LIVE_WRITE_SQL["alerts"], row)
+            ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    async def update_alert_delivery_in_transaction(
+        self, updates: Sequence[tuple[int, str]]
+    ) -> None:
+        """Set the per-channel delivery summary of alerts by row id: (id, delivery)."""
+        self._require_transaction()
+        if updates:
+            await self._conn.executemany(
+                "UPDATE alerts SET delivery = ? WHERE id = ?", [(d, i) for i, d in updates]
+            )
+
+    async def update_alert_delivery_by_match_in_transaction(
+        self, ts: datetime, key: str, message: str, delivery: str
+    ) -> bool:
+        """Fallback for an alert whose row id is unknown: the newest row with the same
+        time, key and message. True when a row was updated."""
+        self._require_transaction()
+        cursor = await self._conn.execute(
+            "UPDATE alerts SET delivery = ? WHERE id = (SELECT MAX(id) FROM alerts "
+            "WHERE key = ? AND ts = ? AND message = ?)",
+            (delivery, key, to_db_ts(ts), message),
+        )
+        return cursor.rowcount > 0
+
     # ----------------------------------------------------------------- single writes
+
+    async def write_heartbeat(self, record: HeartbeatRecord) -> None:
+        """Overwrite the one heartbeat row (implements core.heartbeat.HeartbeatStore)."""
+        async with self.transaction():
+            await self._conn.execute(_HEARTBEAT_UPSERT_SQL, heartbeat_row(record))
+
+    async def heartbeat(self) -> HeartbeatRecord | None:
+        row = await self._fetchone("SELECT ts, pid, state, started_at FROM heartbeat WHERE id = 1")
+        return None if row is None else _heartbeat_from_row(row)
 
     async def upsert_order(self, order: Order) -> None:
         async with self.transaction():

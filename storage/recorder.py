@@ -8,12 +8,20 @@ by flush time it may already show a later state.
 
 ``write_order`` is the exception: journal-before-send needs the order durable
 before the broker sees it, so it writes its one row immediately.
+
+Alerts are inserted one by one so that their row ids are known: the alert
+manager reports each channel's outcome later (``AlertDelivered``), and the
+latest per-channel summary is written into that alert's ``delivery`` column.
+Within one flush, inserts come before updates, so a delivery event published
+before the recorder saw its ``AlertRaised`` (typed subscribers run before the
+recorder's catch-all handler) still lands on the right row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -22,6 +30,7 @@ from loguru import logger
 
 from core.bus import EventBus
 from core.events import (
+    AlertDelivered,
     AlertRaised,
     BarClosed,
     BreakerReset,
@@ -39,7 +48,8 @@ from core.events import (
     RiskRejected,
     TradingStateChanged,
 )
-from core.model import Order
+from core.model import Alert, Order
+from core.recovery import RecoveredState
 from storage.database import (
     WRITE_ORDER,
     Database,
@@ -54,11 +64,14 @@ from storage.database import (
     risk_event_row,
     state_change_row,
 )
+from storage.recovery import load_recovery
 
 # Market data can be re-fetched or lived without; the audit trail cannot.
 # When writes keep failing, these are dropped (oldest first) to bound memory.
 _SHEDDABLE_TABLES = ("quotes", "bars")
 _MAX_BACKOFF_S = 5.0
+# Row ids of recent alerts, for delivery updates that arrive after their insert.
+_REMEMBERED_ALERTS = 2_000
 
 Batch = dict[str, list[Row]]
 
@@ -92,6 +105,10 @@ class Recorder:
         self._max_pending = max_pending_rows
         self._pending: Batch = _empty_batch()
         self._pending_count = 0
+        self._pending_alerts: list[Alert] = []
+        # id(alert) -> (alert, latest delivery summary): only the newest summary matters.
+        self._pending_deliveries: dict[int, tuple[Alert, str]] = {}
+        self._alert_row_ids: OrderedDict[int, tuple[Alert, int]] = OrderedDict()
         self._wake = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._stopping = False
@@ -107,7 +124,7 @@ class Recorder:
 
     @property
     def pending_rows(self) -> int:
-        return self._pending_count
+        return self._pending_count + len(self._pending_deliveries)
 
     # ----------------------------------------------------------------- hot path
 
@@ -141,11 +158,22 @@ class Recorder:
             PositionMismatch: self._on_position_mismatch,
             TradingStateChanged: lambda e: self._add("trading_state_changes", state_change_row(e)),
             DailyPnlRecorded: lambda e: self._add("daily_pnl", daily_pnl_row(e)),
-            AlertRaised: lambda e: self._add("alerts", alert_row(e.alert)),
+            AlertRaised: self._on_alert_raised,
+            AlertDelivered: self._on_alert_delivered,
         }
         if record_quotes:
             converters[QuoteReceived] = lambda e: self._add("quotes", quote_row(e.quote))
         return converters
+
+    def _on_alert_raised(self, e: AlertRaised) -> None:
+        self._pending_alerts.append(e.alert)
+        self._pending_count += 1
+        if self._pending_count >= self._flush_rows:
+            self._wake.set()
+
+    def _on_alert_delivered(self, e: AlertDelivered) -> None:
+        self._pending_deliveries[id(e.alert)] = (e.alert, e.delivery)
+        self._wake.set()  # rare, and the operator looks for it: no need to batch
 
     def _add_order(self, order: Order, ts: datetime, message: str) -> None:
         # Both rows are snapshots taken now; the Order object will keep changing.
@@ -202,6 +230,10 @@ class Recorder:
 
     # ----------------------------------------------------------------- journal
 
+    async def load_recovery(self, day_start: datetime) -> RecoveredState:
+        """The Journal's read side: what a restart needs back (storage.recovery)."""
+        return await load_recovery(self._db, day_start)
+
     async def write_order(self, order: Order) -> None:
         """Durably record ``order`` now (journal before send). Raises when the write
         fails: the caller must then not send the order."""
@@ -232,23 +264,64 @@ class Recorder:
     async def flush(self) -> int:
         """Write everything pending in one transaction; returns rows written.
         On failure the rows stay pending for a retry and the error is raised."""
-        if not self._pending_count:
+        if not self._pending_count and not self._pending_deliveries:
             return 0
         batch: Batch = {}
+        alerts: list[Alert] = []
+        deliveries: dict[int, tuple[Alert, str]] = {}
+        new_ids: dict[int, tuple[Alert, int]] = {}
         try:
             async with self._db.transaction():
                 # Taken under the lock: anything journaled before us is committed,
                 # anything journaled after us is newer than these rows.
                 batch, self._pending, self._pending_count = self._pending, _empty_batch(), 0
+                alerts, self._pending_alerts = self._pending_alerts, []
+                deliveries, self._pending_deliveries = self._pending_deliveries, {}
                 written = await self._db.write_batch_in_transaction(batch)
+                new_ids = await self._write_alerts(alerts, deliveries)
+                written += len(alerts)
         except BaseException as exc:
             self._restore(batch)
+            self._restore_alerts(alerts, deliveries)
             self.write_errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             raise
+        self._remember_alert_ids(new_ids)
         self.rows_written += written
         self.flushes += 1
         return written
+
+    async def _write_alerts(
+        self, alerts: list[Alert], deliveries: dict[int, tuple[Alert, str]]
+    ) -> dict[int, tuple[Alert, int]]:
+        """Insert alerts, then apply delivery summaries; returns the new row ids."""
+        ids = await self._db.insert_alerts_in_transaction([alert_row(a) for a in alerts])
+        new_ids = {id(a): (a, row_id) for a, row_id in zip(alerts, ids, strict=True)}
+        by_id: list[tuple[int, str]] = []
+        for key, (alert, delivery) in deliveries.items():
+            known = new_ids.get(key) or self._alert_row_ids.get(key)
+            # ``is`` guards against a recycled id() of an alert long gone.
+            if known is not None and known[0] is alert:
+                by_id.append((known[1], delivery))
+            else:
+                await self._db.update_alert_delivery_by_match_in_transaction(
+                    alert.ts, alert.key, alert.message, delivery
+                )
+        await self._db.update_alert_delivery_in_transaction(by_id)
+        return new_ids
+
+    def _remember_alert_ids(self, new_ids: dict[int, tuple[Alert, int]]) -> None:
+        self._alert_row_ids.update(new_ids)
+        while len(self._alert_row_ids) > _REMEMBERED_ALERTS:
+            self._alert_row_ids.popitem(last=False)
+
+    def _restore_alerts(
+        self, alerts: list[Alert], deliveries: dict[int, tuple[Alert, str]]
+    ) -> None:
+        self._pending_alerts[:0] = alerts
+        self._pending_count += len(alerts)
+        # A summary that arrived meanwhile is newer than the one being restored.
+        self._pending_deliveries = {**deliveries, **self._pending_deliveries}
 
     def _restore(self, batch: Batch) -> None:
         """Put unwritten rows back in front of anything that arrived meanwhile."""
@@ -267,7 +340,7 @@ class Recorder:
             await self._wait_for_work()
             if self._stopping:
                 break  # stop() does the final flush
-            if self._pending_count:
+            if self._pending_count or self._pending_deliveries:
                 await self._flush_or_back_off()
 
     async def _wait_for_work(self) -> None:

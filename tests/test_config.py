@@ -38,7 +38,7 @@ def test_env_file_is_read(tmp_path: Path) -> None:
         ("max_position_size", "lots", "MAX_POSITION_SIZE: got 'lots' — allowed: a number"),
         ("sim_seed", "x", "SIM_SEED: got 'x' — allowed: a whole number"),
         ("strategy_params", "{bad", "STRATEGY_PARAMS: got '{bad'"),
-        ("trading_timezone", "Mars/Base", "TRADING_TIMEZONE: got 'Mars/Base'"),
+        ("exchange_calendar", "MARS", "EXCHANGE_CALENDAR: got 'MARS'"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(key: str, value: str, expect: str) -> None:

@@ -167,3 +167,15 @@ def test_drawdown_alert_fires_once_per_excursion() -> None:
     assert len([e for e in rig.events if isinstance(e, DrawdownExceeded)]) == 1
     dd = next(e for e in rig.events if isinstance(e, DrawdownExceeded))
     assert dd.drawdown_pct == pytest.approx((10_250 - 10_000) / 10_250 * 100, rel=1e-3)
+
+
+def test_reset_while_beyond_limit_rearms_at_that_loss() -> None:
+    rig = make()
+    rig.hold("AAPL", 100, 100.0)
+    rig.quote("AAPL", 89.99, 90.01)  # -$1,000
+    assert rig.risk.evaluate()
+    assert rig.risk.reset_breaker("operator looked")
+    assert rig.risk.evaluate() is False  # the same loss does not re-trip at once
+    rig.quote("AAPL", 89.89, 89.91)  # a further -$10
+    assert rig.risk.evaluate() is True
+    assert "further loss" in rig.risk.trip_reason

@@ -313,17 +313,25 @@ async def test_tables_update_by_difference(tmp_path: Path, monkeypatch: pytest.M
         assert len(writes) < len(row_keys) * len(quotes.columns)
 
 
-async def test_orders_newest_first_and_rejects_visible(tmp_path: Path) -> None:
+async def test_orders_newest_first(tmp_path: Path) -> None:
     async with console(tmp_path) as (app, pilot, rig):
-        await run_sim(rig, 2)
-        rig.system.execution.on_target(TargetPosition("AAPL", 5, "first"))
-        await run_sim(rig, 1)
-        rig.system.execution.on_target(TargetPosition("MSFT", 5, "second"))
-        await run_sim(rig, 1)
-        await frame(app, pilot)
         orders = table(app, "orders-table")
+        await run_sim(rig, 2)
+        for symbol in ("AAPL", "MSFT", "SPY"):
+            rig.system.execution.on_target(TargetPosition(symbol, 5, "test"))
+            await run_sim(rig, 1)
+            await frame(app, pilot)
+            for y in range(1, orders.row_count + 1):
+                orders.render_line(y)  # as the screen would: cells get cached
         symbols = [row[1].plain for row in (orders.get_row_at(i) for i in range(orders.row_count))]
-        assert symbols == ["MSFT", "AAPL"]
+        assert symbols == ["SPY", "MSFT", "AAPL"]
+        # On screen too, and a click on a line selects the order drawn there (the
+        # cached AAPL cells moved down a row when SPY arrived).
+        for row, symbol in enumerate(symbols):
+            line = orders.render_line(row + 1)  # line 0 is the header
+            assert symbol in line.text
+            rows = {seg.style.meta.get("row") for seg in line if seg.style and seg.style.meta}
+            assert rows == {row}
 
 
 async def test_broker_reject_is_visible_in_orders_and_alerts(tmp_path: Path) -> None:
@@ -376,3 +384,29 @@ async def test_core_crash_exits_with_code_1(tmp_path: Path) -> None:
         await pilot.pause()
     assert app.return_code == 1
     assert any("crashed" in n.message for n in app._notifications) or not app.is_running
+
+
+async def test_rendered_cells_follow_updates(tmp_path: Path) -> None:
+    # DiffTable caches rendered cells; what reaches the screen must still be current.
+    async with console(tmp_path) as (app, pilot, rig):
+        quotes = table(app, "quotes-table")
+        seen = set()
+        for _ in range(4):
+            await run_sim(rig, 1)
+            await frame(app, pilot)
+            bid = quotes.get_row("AAPL")[1].plain
+            assert bid in quotes.render_line(1).text  # line 0 is the header
+            seen.add(bid)
+        assert len(seen) > 1  # the price moved, and the screen moved with it
+
+
+def test_full_screen_snapshot(tmp_path: Path, snap_compare: Any) -> None:
+    rig = build_rig(settings(tmp_path, bar_seconds=1, strategy_params={"fast": 2, "slow": 5}))
+    app = TradingConsoleApp(rig.system, start_system=False)
+
+    async def trade_a_while(pilot: Pilot[None]) -> None:
+        await rig.system.start(drive_broker=False)
+        await run_sim(rig, 20)
+        await frame(app, pilot)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=trade_a_while)

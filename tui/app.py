@@ -12,15 +12,17 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
+from datetime import tzinfo
 from time import perf_counter
 from typing import TYPE_CHECKING, ClassVar
 
+import exchange_calendars
 from loguru import logger
 from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Horizontal
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Label
 
@@ -156,10 +158,11 @@ class TradingConsoleApp(App[None]):
         self.last_snapshot: SystemSnapshot | None = None
         self._refresh_timer: Timer | None = None
         self._stopping = False
+        self._main_screen: Screen[object] | None = None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        tz = self.system.settings.timezone
+        tz = exchange_timezone(self.system)
         self.status_bar = StatusBar(tz)
         panes: list[Pane] = [
             QuotesPane(),
@@ -187,6 +190,7 @@ class TradingConsoleApp(App[None]):
         if self._start_system:
             await self.system.start()
             self.system.start_timer()
+        self._main_screen = self.screen  # dialogs stack on top; state classes stay here
         self._select_pane(1)
         self.refresh_now()
         self._refresh_timer = self.set_interval(1.0 / self.refresh_hz, self.refresh_now)
@@ -197,6 +201,9 @@ class TradingConsoleApp(App[None]):
         if self.system.fatal_error is not None:
             self._on_core_crash(self.system.fatal_error)
             return
+        main_screen = self._main_screen
+        if main_screen is None:  # not mounted yet
+            return
         started = perf_counter()
         snapshot = self.system.snapshot()
         with self.batch_update():
@@ -204,8 +211,8 @@ class TradingConsoleApp(App[None]):
             for pane in self.panes.values():
                 pane.update_snapshot(snapshot)
             state = snapshot.risk.state
-            self.screen.set_class(state is TradingState.TRIPPED, "-tripped")
-            self.screen.set_class(state is TradingState.HALTED, "-halted")
+            main_screen.set_class(state is TradingState.TRIPPED, "-tripped")
+            main_screen.set_class(state is TradingState.HALTED, "-halted")
         self.last_snapshot = snapshot
         self.frame_costs_ms.append((perf_counter() - started) * 1000.0)
 
@@ -336,6 +343,17 @@ class TradingConsoleApp(App[None]):
             )
             return
         pnl = self.system.portfolio.summary()
+        # The breaker re-checks today's P&L on every quote: a reset while the loss is
+        # still beyond the limit trips again at once. Say so rather than surprise.
+        still_beyond = (
+            [
+                "",
+                "WARNING: today's loss is still beyond the limit, so the breaker will",
+                "trip again on the next quote unless DAILY_LOSS_LIMIT is raised.",
+            ]
+            if risk.loss_limit_usage() >= 1.0
+            else []
+        )
         self._ask(
             ConfirmScreen(
                 "Reset the circuit breaker?",
@@ -346,6 +364,7 @@ class TradingConsoleApp(App[None]):
                     f"realized {signed_money(pnl.realized)}   "
                     f"unrealized {signed_money(pnl.unrealized)}",
                     f"Daily loss limit: -{risk.limits.daily_loss_limit:,.2f}",
+                    *still_beyond,
                     "",
                     "On yes trading returns to ACTIVE (the reset is recorded) and the",
                     "strategy may open new positions.",
@@ -441,6 +460,12 @@ class TradingConsoleApp(App[None]):
         text = f"Trading core crashed: {error!r}. Working orders are being cancelled; see the log."
         self.notify(text, title="CRASH", severity="error", timeout=30)
         self._stop_and_exit(f"crash: {error!r}", EXIT_CRASH, text)
+
+
+def exchange_timezone(system: TradingSystem) -> tzinfo:
+    """The exchange's local zone: clocks and order times read as the exchange's day."""
+    # exchange-calendars caches calendars, so this is the instance the core uses.
+    return exchange_calendars.get_calendar(system.settings.exchange_calendar).tz
 
 
 def alerts_from_records(records: Sequence[AlertRecord]) -> list[Alert]:

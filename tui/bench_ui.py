@@ -123,6 +123,9 @@ async def bench_ui(
 
 def main() -> None:
     """`python -m tui.bench_ui`: both runs the issue asks for, printed."""
+    from loguru import logger
+
+    logger.remove()  # a log line per order on stderr would be measured too
     for total in (80.0, 2_000.0):
         figures = asyncio.run(bench_ui(total))
         print(f"UI bench, 20 symbols, {total:g} quotes/s total, 120x40 headless:")

@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from core.model import AccountValues, Fill, Order, OrderStatusUpdate, Quote, QuoteSource
+from core.model import (
+    AccountValues,
+    BrokerOrderState,
+    Fill,
+    Order,
+    OrderStatusUpdate,
+    Quote,
+    QuoteSource,
+)
 
 
 class BrokerConnectError(Exception):
@@ -65,6 +73,14 @@ class Broker(Protocol):
         ...
 
     def account_values(self) -> AccountValues: ...
+
+    def order_states(self) -> dict[str, BrokerOrderState]:
+        """Every order of ours the broker knows this session (working and finished)."""
+        ...
+
+    def executions(self) -> list[Fill]:
+        """Every execution of ours the broker reports for the session, oldest first."""
+        ...
 
     async def run(self) -> None:
         """Background work while connected (the sim's quote clock); may return at once."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from core.brokers.base import Broker
+from core.brokers.ib import IbBroker, IbConfig
 from core.brokers.sim import SimVenue, SimVenueConfig
 from core.clock import Clock
 from core.config import Settings
@@ -30,7 +31,9 @@ def sim_venue_config(settings: Settings) -> SimVenueConfig:
 def build_broker(settings: Settings, clock: Clock) -> Broker:
     if settings.trading_mode is TradingMode.SIM:
         return SimVenue(sim_venue_config(settings), clock)
+    if settings.trading_mode in (TradingMode.PAPER, TradingMode.LIVE):
+        # The paper/live account check happens on connect, against the login's accounts.
+        return IbBroker(IbConfig.from_settings(settings), clock)
     raise BrokerUnavailable(
-        f"TRADING_MODE={settings.trading_mode}: the Interactive Brokers adapter is not part of "
-        "this build yet; use TRADING_MODE=sim"
+        f"TRADING_MODE={settings.trading_mode}: no broker for this mode; use sim, paper or live"
     )

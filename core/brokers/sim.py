@@ -27,13 +27,17 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
 from core.brokers.base import BrokerListener
+from core.brokers.sim_state import SimStateLog
 from core.clock import Clock
 from core.model import (
     AccountValues,
+    BrokerOrderState,
     Fill,
     Order,
     OrderStatus,
@@ -76,6 +80,9 @@ class SimVenueConfig:
     buying_power_multiple: float = 2.0
     bad_quote_rate: float = 0.0  # fraction of published quotes deliberately malformed
     account_id: str = "SIM-0001"
+    # When set, the venue keeps its orders and fills here and reloads them on start,
+    # standing in for a broker that outlives the console (restart recovery tests).
+    state_file: Path | None = None
 
     def __post_init__(self) -> None:
         # Accept any sequence but keep the frozen value hashable and immutable.
@@ -180,6 +187,71 @@ class SimVenue:
         self._positions: dict[str, int] = {}
         self.fills: list[Fill] = []
         self.quotes_published = 0
+        self._state: SimStateLog | None = None
+        if config.state_file is not None:
+            self._state = SimStateLog(config.state_file)
+            self._restore(self._state.load())
+
+    # -- persistence ---------------------------------------------------------
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self._state is not None:
+            self._state.append(record)
+
+    def _restore(self, records: list[dict[str, Any]]) -> None:
+        """Rebuild orders, fills, cash and positions from the state file."""
+        for r in records:
+            kind = r["t"]
+            if kind == "order":
+                self._orders[r["id"]] = _VenueOrder(
+                    client_order_id=r["id"],
+                    symbol=r["symbol"],
+                    side=Side(r["side"]),
+                    quantity=r["qty"],
+                    order_type=OrderType(r["type"]),
+                    limit_price=r["limit"],
+                )
+            elif kind == "status":
+                order = self._orders[r["id"]]
+                order.status = OrderStatus(r["status"])
+                order.broker_order_id = r.get("broker_id") or order.broker_order_id
+            elif kind == "fill":
+                self._restore_fill(r)
+        for order in self._orders.values():
+            if order.broker_order_id is not None:
+                self._next_broker_id = max(self._next_broker_id, int(order.broker_order_id) + 1)
+            if order.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
+                self._working[order.symbol].append(order)
+            elif order.status is OrderStatus.PENDING_SUBMIT:
+                self._enqueue("place", order.client_order_id)  # accepted, not yet acted on
+        if records:
+            logger.info(
+                "sim venue restored {orders} orders and {fills} fills",
+                orders=len(self._orders),
+                fills=len(self.fills),
+                path=str(self._config.state_file),
+            )
+
+    def _restore_fill(self, r: dict[str, Any]) -> None:
+        fill = Fill(
+            r["exec_id"],
+            r["id"],
+            r["symbol"],
+            Side(r["side"]),
+            r["qty"],
+            r["price"],
+            r["commission"],
+            datetime.fromisoformat(r["ts"]),
+        )
+        order = self._orders[fill.client_order_id]
+        order.filled += fill.quantity
+        order.status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
+        self._book_account(fill)
+        self._exec_seq += 1
+        book = self._book_by_symbol.get(fill.symbol)
+        if book is not None:
+            book.walk_mid = r["mid"]  # prices continue where the venue left off
+            book.recentre()
 
     # -- setup ---------------------------------------------------------------
 
@@ -415,6 +487,17 @@ class SimVenue:
             order_type=order.order_type,
             limit_price=order.limit_price,
         )
+        self._record(
+            {
+                "t": "order",
+                "id": order.client_order_id,
+                "symbol": order.symbol,
+                "side": str(order.side),
+                "qty": order.quantity,
+                "type": str(order.order_type),
+                "limit": order.limit_price,
+            }
+        )
         self._enqueue("place", order.client_order_id)
 
     def cancel_order(self, client_order_id: str) -> None:
@@ -443,6 +526,7 @@ class SimVenue:
         if rejection is not None:
             reason, code = rejection
             order.status = OrderStatus.REJECTED
+            self._record({"t": "status", "id": order.client_order_id, "status": "Rejected"})
             update = OrderStatusUpdate(
                 order.client_order_id, OrderStatus.REJECTED, ts, message=reason, error_code=code
             )
@@ -451,6 +535,14 @@ class SimVenue:
         order.broker_order_id = str(self._next_broker_id)
         self._next_broker_id += 1
         order.status = OrderStatus.SUBMITTED
+        self._record(
+            {
+                "t": "status",
+                "id": order.client_order_id,
+                "status": "Submitted",
+                "broker_id": order.broker_order_id,
+            }
+        )
         self._working[order.symbol].append(order)
         listener.on_order_status(
             OrderStatusUpdate(
@@ -514,6 +606,7 @@ class SimVenue:
             )
             return
         order.status = OrderStatus.CANCELLED
+        self._record({"t": "status", "id": client_order_id, "status": "Cancelled"})
         if order in self._working.get(order.symbol, ()):
             self._working[order.symbol].remove(order)
         listener.on_order_status(
@@ -567,18 +660,56 @@ class SimVenue:
         # account_values() inside on_fill sees the fill applied.
         order.filled += quantity
         order.status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
-        signed = fill.signed_quantity
-        self._cash -= signed * price + fee
-        self._positions[order.symbol] = self._positions.get(order.symbol, 0) + signed
-        if self._positions[order.symbol] == 0:
-            del self._positions[order.symbol]  # positions() reports non-zero holdings only
-        self.fills.append(fill)
+        self._record(
+            {
+                "t": "fill",
+                "exec_id": exec_id,
+                "id": order.client_order_id,
+                "symbol": order.symbol,
+                "side": str(order.side),
+                "qty": quantity,
+                "price": price,
+                "commission": fee,
+                "ts": ts.isoformat(),
+                "mid": self._book_by_symbol[order.symbol].walk_mid,
+            }
+        )
+        self._book_account(fill)
         listener.on_fill(fill)
         listener.on_order_status(
             OrderStatusUpdate(order.client_order_id, order.status, ts, order.broker_order_id)
         )
 
+    def _book_account(self, fill: Fill) -> None:
+        signed = fill.signed_quantity
+        self._cash -= signed * fill.price + fill.commission
+        self._positions[fill.symbol] = self._positions.get(fill.symbol, 0) + signed
+        if self._positions[fill.symbol] == 0:
+            del self._positions[fill.symbol]  # positions() reports non-zero holdings only
+        self.fills.append(fill)
+
     # -- account -------------------------------------------------------------
+
+    def order_states(self) -> dict[str, BrokerOrderState]:
+        return {
+            o.client_order_id: BrokerOrderState(
+                o.client_order_id,
+                o.symbol,
+                o.side,
+                o.quantity,
+                o.filled,
+                o.status,
+                o.broker_order_id,
+            )
+            for o in self._orders.values()
+        }
+
+    def executions(self) -> list[Fill]:
+        return list(self.fills)
+
+    def close(self) -> None:
+        if self._state is not None:
+            self._state.close()
 
     def positions(self) -> dict[str, int]:
         return dict(self._positions)

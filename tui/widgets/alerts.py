@@ -13,10 +13,10 @@ from tui.widgets.base import Cell, Column, DiffTable, Pane, seq_sort_key
 from tui.widgets.format import SEVERITY_TAGS
 
 COLUMNS = (
-    Column("time", "Time"),
-    Column("severity", "Sev"),
-    Column("message", "Message"),
-    Column("seq", "#", "right"),  # the sort key, kept out of the way
+    Column("time", "Time", width=8),
+    Column("severity", "Sev", width=6),
+    Column("message", "Message", width=40),
+    Column("seq", "#", "right", 3),  # the sort key, kept out of the way
 )
 
 _SEVERITY_CLASS = {

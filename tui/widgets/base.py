@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Label
+from textual.widgets.data_table import ColumnKey
 
 from core.snapshot import SystemSnapshot
 
@@ -29,18 +31,29 @@ Justify = Literal["left", "right", "center"]
 
 @dataclass(frozen=True, slots=True)
 class Column:
+    """A table column. ``width`` is a minimum: the header is padded to it so the
+    column starts as wide as its usual values and does not grow (a growing column
+    re-lays out the whole screen) when the first "--" turns into a figure."""
+
     key: str
     label: str
     justify: Justify = "left"
+    width: int = 0
+
+    def header(self) -> Text:
+        if self.justify == "right":
+            return Text(self.label.rjust(self.width))
+        return Text(self.label.ljust(self.width))
 
 
-def set_label_text(label: Label, old: str, new: str) -> None:
+def set_label_text(label: Label, old: str, new: str, *, fixed_width: bool = False) -> None:
     """Update a label, asking for a screen re-layout only when its width can change.
 
-    A layout pass re-measures the whole screen (tens of ms at 120x40); a label
-    whose text keeps its width (the clock, most figures) only needs a repaint.
+    A layout pass re-measures the whole screen (10-40 ms at 120x40); a label
+    whose box is sized by CSS (``fixed_width``) or whose text keeps its width
+    (the clock) only needs a repaint.
     """
-    label.update(new, layout=cell_len(new) != cell_len(old))
+    label.update(new, layout=not fixed_width and cell_len(new) != cell_len(old))
 
 
 class Pane(Vertical):
@@ -94,6 +107,7 @@ class DiffTable(DataTable[Text]):
         self._sort_key = sort_key
         self._sort_reverse = sort_reverse
         self.cell_writes = 0  # update_cell calls so far: tests and the bench read it
+        self._stable_cells: dict[tuple[Any, ...], tuple[object, int, Any]] = {}
         if columns:
             self.set_columns(columns)
 
@@ -107,7 +121,7 @@ class DiffTable(DataTable[Text]):
             raise RuntimeError("DiffTable columns are set once; live data never rebuilds them")
         self._columns = tuple(columns)
         for column in self._columns:
-            self.add_column(column.label, key=column.key)
+            self.add_column(column.header(), key=column.key)
 
     def _cell_text(self, cell: Cell, column: Column) -> Text:
         text, style_class = (cell, None) if isinstance(cell, str) else cell
@@ -135,21 +149,90 @@ class DiffTable(DataTable[Text]):
                 elif old != new:
                     for column, was, cell in zip(columns, old, new, strict=True):
                         if was != cell:
-                            self.update_cell(
-                                key, column.key, self._cell_text(cell, column), update_width=True
-                            )
+                            text = self._cell_text(cell, column)
+                            # Ask the table to re-measure only a cell that outgrows its
+                            # column: measuring every changed cell costs a Rich pass each.
+                            grow = text.cell_len > self.columns[ColumnKey(column.key)].content_width
+                            self.update_cell(key, column.key, text, update_width=grow)
                             self.cell_writes += 1
                 self._rendered[key] = new
             if len(seen) != len(self._rendered):
                 for key in [k for k in self._rendered if k not in seen]:
                     self.remove_row(key)
+                    self._forget_row(key)
                     del self._rendered[key]
             if added and self._sort_column is not None:
                 self.sort(self._sort_column, key=self._sort_key, reverse=self._sort_reverse)
 
+    # -- render cache ------------------------------------------------------
+    # Textual 8's DataTable keys every render cache on one table-wide update
+    # counter, so a single update_cell re-renders every visible cell through Rich
+    # (~0.1 ms each: the bulk of a frame at 20 symbols). This cache keys a body
+    # cell on its row key, column and style and checks the cell *object* by
+    # identity: sync() replaces the object only when the text changed, so
+    # unchanged cells reuse their rendered lines. A row that only moved (a new
+    # order on top of a newest-first table) gets its mouse metadata relabelled
+    # instead of a full re-render. Private hook; Textual is pinned (pyproject).
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> Any:
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:  # header and row labels: rare, uncached
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        value = self._data[row_key][column_key]
+        key = (
+            row_key,
+            column_key,
+            column_index,
+            base_style,
+            width,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self._pseudo_class_state,
+        )
+        hit = self._stable_cells.get(key)
+        if hit is not None and hit[0] is value:
+            if hit[1] == row_index:
+                return hit[2]
+            lines = _relabel_row(hit[2], row_index, column_index)
+        else:
+            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        self._stable_cells[key] = (value, row_index, lines)
+        return lines
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._stable_cells.clear()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._stable_cells.clear()
+
+    def _forget_row(self, key: str) -> None:
+        for cache_key in [k for k in self._stable_cells if k[0].value == key]:
+            del self._stable_cells[cache_key]
+
     def rendered(self, key: str) -> tuple[Cell, ...] | None:
         """The cells last written for a row (what the operator sees), or None."""
         return self._rendered.get(key)
+
+
+def _relabel_row(lines: Any, row_index: int, column_index: int) -> list[list[Segment]]:
+    """Rendered cell lines with the mouse metadata (the row a click selects) moved to
+    ``row_index``: a Style addition per segment instead of a Rich render."""
+    meta = Style.from_meta({"row": row_index, "column": column_index})
+    return [
+        [Segment(seg.text, seg.style + meta if seg.style else meta, seg.control) for seg in line]
+        for line in lines
+    ]
 
 
 def seq_sort_key(cell: Text) -> int:

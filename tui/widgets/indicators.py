@@ -23,10 +23,10 @@ _SIGNAL_CLASS = {"long": "cell--positive", "short": "cell--negative"}
 def indicator_columns(names: list[str]) -> list[Column]:
     return [
         Column("symbol", "Symbol"),
-        *(Column(f"v:{name}", name, "right") for name in names),
-        Column("signal", "Signal"),
-        Column("target", "Target", "right"),
-        Column("trend", "Trend"),
+        *(Column(f"v:{name}", name, "right", 7) for name in names),
+        Column("signal", "Signal", width=10),  # "warming up"
+        Column("target", "Target", "right", 6),
+        Column("trend", "Trend", width=TREND_POINTS),
     ]
 
 

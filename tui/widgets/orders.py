@@ -14,17 +14,17 @@ from tui.widgets.format import MISSING, clock_time, price
 
 COLUMNS = (
     # What decides "is this order OK?" comes first, so a narrow pane still shows it.
-    Column("time", "Time"),
-    Column("symbol", "Sym"),
-    Column("side", "Side"),
-    Column("qty", "Qty", "right"),
-    Column("status", "Status"),
+    Column("time", "Time", width=8),
+    Column("symbol", "Sym", width=4),
+    Column("side", "Side", width=4),
+    Column("qty", "Qty", "right", 4),
+    Column("status", "Status", width=9),
     Column("filled", "Filled", "right"),
-    Column("message", "Message"),
+    Column("message", "Message", width=16),
     Column("type", "Type"),
-    Column("limit", "Limit", "right"),
-    Column("seq", "#", "right"),
-    Column("id", "Client id"),
+    Column("limit", "Limit", "right", 7),
+    Column("seq", "#", "right", 3),
+    Column("id", "Client id", width=21),
 )
 
 # Short words an operator reads at a glance; a reject shouts.

@@ -62,7 +62,8 @@ class PnlPane(Pane):
         old_text, old = self._shown.get(key, ("", None))
         self._shown[key] = (text, css_class)
         label = self._values[key]
-        set_label_text(label, old_text, text)
+        # The value boxes are sized by the grid (console.tcss), never by their text.
+        set_label_text(label, old_text, text, fixed_width=True)
         if old != css_class:
             if old:
                 label.remove_class(old)

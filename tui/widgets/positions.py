@@ -11,13 +11,13 @@ from tui.widgets.format import MISSING, price, sign_class, signed_money, signed_
 
 COLUMNS = (
     Column("symbol", "Symbol"),
-    Column("qty", "Qty", "right"),
-    Column("avg", "Avg cost", "right"),
-    Column("value", "Mkt value", "right"),
-    Column("unrealized", "Unreal.", "right"),
-    Column("realized", "Real.", "right"),
-    Column("broker", "Broker", "right"),
-    Column("recon", "Recon"),
+    Column("qty", "Qty", "right", 4),
+    Column("avg", "Avg cost", "right", 8),
+    Column("value", "Mkt value", "right", 9),
+    Column("unrealized", "Unreal.", "right", 7),
+    Column("realized", "Real.", "right", 6),
+    Column("broker", "Broker", "right", 6),
+    Column("recon", "Recon", width=5),
 )
 
 

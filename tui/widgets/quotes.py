@@ -11,14 +11,14 @@ from tui.widgets.format import age, price, sign_class, signed_pct, spread
 
 COLUMNS = (
     Column("symbol", "Symbol"),
-    Column("bid", "Bid", "right"),
-    Column("ask", "Ask", "right"),
-    Column("last", "Last", "right"),
-    Column("chg", "Chg%", "right"),
-    Column("spread", "Sprd", "right"),
-    Column("age", "Age", "right"),
-    Column("source", "Src"),
-    Column("flag", "Flag"),
+    Column("bid", "Bid", "right", 7),
+    Column("ask", "Ask", "right", 7),
+    Column("last", "Last", "right", 7),
+    Column("chg", "Chg%", "right", 6),
+    Column("spread", "Sprd", "right", 4),
+    Column("age", "Age", "right", 3),
+    Column("source", "Src", width=4),
+    Column("flag", "Flag", width=5),
 )
 
 

@@ -1,0 +1,69 @@
+"""The trading day on the exchange's calendar (exchange-calendars).
+
+A trading day begins at its session's open minus a configurable offset and lasts until
+the next session's start: counters, daily P&L and an automatic breaker reset happen
+then — not at local midnight, and never on a weekend or holiday.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+
+
+class CalendarError(ValueError):
+    """An unknown calendar code or a moment outside the calendar's range."""
+
+
+@lru_cache(maxsize=8)
+def _calendar(code: str) -> xcals.ExchangeCalendar:
+    try:
+        return xcals.get_calendar(code)
+    except xcals.errors.InvalidCalendarName:
+        raise CalendarError(
+            f"EXCHANGE_CALENDAR: unknown calendar {code!r}; e.g. XNYS, XNAS, XLON, XTKS"
+        ) from None
+
+
+def known_calendar(code: str) -> bool:
+    return code in xcals.get_calendar_names(include_aliases=True)
+
+
+class TradingCalendar:
+    def __init__(self, code: str, reset_offset: timedelta = timedelta(0)) -> None:
+        self._cal = _calendar(code)
+        self.code = code
+        self._offset = reset_offset
+        self._day: date | None = None
+        self._next_start: datetime | None = None
+
+    def trading_day(self, ts: datetime) -> date:
+        """The session a moment belongs to (cached until the next session starts)."""
+        day, next_start = self._day, self._next_start
+        if day is not None and next_start is not None and self._day_start(day) <= ts < next_start:
+            return day
+        minute = pd.Timestamp(ts + self._offset).tz_convert(UTC)
+        try:
+            session = self._cal.minute_to_session(minute, direction="previous")
+            following = self._cal.next_session(session)
+        except (ValueError, xcals.errors.MinuteOutOfBounds) as exc:
+            raise CalendarError(f"{ts.isoformat()} is outside the {self.code} calendar") from exc
+        self._day = session.date()
+        self._next_start = self._open(following) - self._offset
+        return self._day
+
+    def day_start(self, day: date) -> datetime:
+        """When the trading day ``day`` began (its open minus the offset)."""
+        return self._day_start(day)
+
+    def _day_start(self, day: date) -> datetime:
+        return self._open(pd.Timestamp(day)) - self._offset
+
+    def _open(self, session: pd.Timestamp) -> datetime:
+        return self._cal.session_open(session).to_pydatetime()
+
+    def is_open(self, ts: datetime) -> bool:
+        return bool(self._cal.is_open_on_minute(pd.Timestamp(ts).tz_convert(UTC)))

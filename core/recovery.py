@@ -1,0 +1,154 @@
+"""Restart recovery: today's books from the journal, then the broker's word on top.
+
+Order of work on start (before anything can trade):
+1. `restore_from_journal`: replay every recorded fill into the portfolio (positions,
+   cash, realized P&L, commissions), put back the day's start equity (recomputed from
+   the fills and the last recorded price of each holding before the day began), the
+   working orders and today's orders, and the persisted trading state (a trip or a halt
+   survives a restart).
+2. `reconcile_with_broker` once connected: executions the journal lacks are applied
+   exactly once (de-duplicated by execution id); working orders the broker knows are
+   adopted (never re-sent); journal orders the broker never received are marked so;
+   broker orders we have no journal entry for raise an alert. Positions are compared
+   afterwards by the usual reconciliation, which halts on a mismatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from core.model import (
+    AlertSeverity,
+    BrokerOrderState,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderStatusUpdate,
+    TradingState,
+)
+
+if TYPE_CHECKING:
+    from core.system import TradingSystem
+
+NEVER_RECEIVED = "not received by the broker (lost before it was sent)"
+
+
+@dataclass(slots=True)
+class RecoveredState:
+    """What the journal holds, as the system needs it back after a restart."""
+
+    fills: list[Fill] = field(default_factory=list)  # every recorded fill, oldest first
+    orders: list[Order] = field(default_factory=list)  # working ones and today's
+    trading_state: TradingState = TradingState.ACTIVE
+    state_reason: str = ""
+    state_changed_at: datetime | None = None
+    # last recorded mid per symbol before the trading day began
+    prices_at_day_start: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.fills and not self.orders and self.state_changed_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    executions_applied: int
+    orders_adopted: int
+    orders_never_received: int
+    unknown_broker_orders: tuple[str, ...]
+
+
+def restore_from_journal(system: TradingSystem, state: RecoveredState, day_start: datetime) -> int:
+    """Rebuild the books from the journal; returns the number of fills replayed."""
+    portfolio = system.portfolio
+    fills = sorted(state.fills, key=lambda f: f.ts)
+    before = [f for f in fills if f.ts < day_start]
+    today = [f for f in fills if f.ts >= day_start]
+    for f in before:
+        portfolio.apply_fill(f)
+    for symbol, price in state.prices_at_day_start.items():
+        portfolio.mark(symbol, price)
+    portfolio.start_new_day()
+    for f in today:
+        portfolio.apply_fill(f)
+    execution = system.execution
+    for f in fills:
+        execution.mark_fill_seen(f.exec_id)
+    for order in state.orders:
+        execution.restore_order(order)
+    if state.trading_state is not TradingState.ACTIVE:
+        system.risk.restore(state.trading_state, state.state_reason)
+    if fills or state.orders:
+        logger.info(
+            "restored from journal: {fills} fills, {orders} orders, state {state}",
+            fills=len(fills),
+            orders=len(state.orders),
+            state=str(state.trading_state),
+        )
+    return len(fills)
+
+
+def reconcile_with_broker(system: TradingSystem) -> RecoveryReport:
+    """Apply what the broker knows that the journal does not; adopt, never re-send."""
+    execution = system.execution
+    broker = system.broker
+    applied = 0
+    for fill in broker.executions():
+        if execution.on_fill(fill):
+            applied += 1
+            logger.warning(
+                "execution missing from the journal applied",
+                exec_id=fill.exec_id,
+                client_order_id=fill.client_order_id,
+            )
+    states = broker.order_states()
+    adopted = never = 0
+    for order in list(execution.working_orders()):
+        known = states.get(order.client_order_id)
+        if known is None:
+            never += 1
+            execution.on_order_status(
+                OrderStatusUpdate(
+                    order.client_order_id,
+                    OrderStatus.REJECTED,
+                    system.clock.now(),
+                    None,
+                    NEVER_RECEIVED,
+                )
+            )
+            continue
+        adopted += 1
+        _adopt(system, order, known)
+    unknown = tuple(sorted(cid for cid in states if cid not in execution.orders))
+    for cid in unknown:
+        system.alerts.raise_alert(
+            AlertSeverity.CRITICAL,
+            "unknown_broker_order",
+            f"Broker holds order {cid} that the journal does not know",
+            client_order_id=cid,
+        )
+    report = RecoveryReport(applied, adopted, never, unknown)
+    if applied or adopted or never or unknown:
+        logger.info(
+            "broker recovery: {applied} executions applied, {adopted} orders adopted, "
+            "{never} never received, {unknown} unknown at broker",
+            applied=applied,
+            adopted=adopted,
+            never=never,
+            unknown=len(unknown),
+        )
+    return report
+
+
+def _adopt(system: TradingSystem, order: Order, known: BrokerOrderState) -> None:
+    now = system.clock.now()
+    status = known.status
+    if status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
+        status = OrderStatus.SUBMITTED  # fills already drove the quantity; this is the ack
+    system.execution.on_order_status(
+        OrderStatusUpdate(order.client_order_id, status, now, known.broker_order_id, "adopted")
+    )
