@@ -189,6 +189,12 @@ class Settings(BaseSettings):
     log_retention_days: int = Field(30, gt=0, description="days of log files to keep")
     log_json: bool = Field(False, description="write the log file as JSON lines")
 
+    sim_state_file: Path | None = Field(
+        None,
+        description="where the simulated venue keeps its orders and fills across restarts "
+        "(default DATA_DIR/sim-venue.jsonl)",
+    )
+
     # --- paths and recording -----------------------------------------------------
     data_dir: Path = Field(Path("data"), description="where the database, logs and archive live")
     database_file: Path | None = Field(
@@ -281,6 +287,10 @@ class Settings(BaseSettings):
     @property
     def log_path(self) -> Path:
         return self.log_dir or self.data_dir / "logs"
+
+    @property
+    def sim_state_path(self) -> Path:
+        return self.sim_state_file or self.data_dir / "sim-venue.jsonl"
 
     @property
     def heartbeat_path(self) -> Path:

@@ -21,6 +21,7 @@ from core.events import (
     BreakerReset,
     BreakerTripped,
     BrokerConnectionChanged,
+    BrokerErrorReported,
     DrawdownExceeded,
     FeedSwitched,
     OrderRejected,
@@ -29,6 +30,21 @@ from core.events import (
     TradingStateChanged,
 )
 from core.model import Alert, AlertSeverity, TradingState
+
+# IB's data-farm and session codes: 2103/2105/2108 a farm broke, 2104/2106/2158 it is
+# back, 10197 a competing live session, 354 no market data permission, 200 unknown symbol.
+_BROKER_CODE_SEVERITY: dict[int, AlertSeverity] = {
+    2103: AlertSeverity.WARNING,
+    2105: AlertSeverity.WARNING,
+    2108: AlertSeverity.WARNING,
+    2157: AlertSeverity.WARNING,
+    2104: AlertSeverity.INFO,
+    2106: AlertSeverity.INFO,
+    2158: AlertSeverity.INFO,
+    10197: AlertSeverity.CRITICAL,
+    354: AlertSeverity.WARNING,
+    200: AlertSeverity.WARNING,
+}
 
 _LOG_LEVEL = {
     AlertSeverity.INFO: "INFO",
@@ -56,6 +72,7 @@ class AlertRaiser:
         bus.subscribe(TradingStateChanged, self._on_state_changed)
         bus.subscribe(BrokerConnectionChanged, self._on_connection)
         bus.subscribe(FeedSwitched, self._on_feed_switched)
+        bus.subscribe(BrokerErrorReported, self._on_broker_error)
 
     def raise_alert(self, severity: AlertSeverity, key: str, message: str, **fields: str) -> Alert:
         message = self.redact(message)
@@ -140,3 +157,12 @@ class AlertRaiser:
             f"Data {e.symbol}: now {e.source} ({e.reason})",
             symbol=e.symbol,
         )
+
+    def _on_broker_error(self, e: BrokerErrorReported) -> None:
+        # Order-scoped errors are alerted as rejects; here only the broker's own
+        # condition messages (data farms, competing sessions) that an operator must see.
+        if e.client_order_id is not None:
+            return
+        severity = _BROKER_CODE_SEVERITY.get(e.code)
+        if severity is not None:
+            self.raise_alert(severity, f"ib:{e.code}", f"Broker [{e.code}]: {e.message}")

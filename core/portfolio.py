@@ -122,6 +122,13 @@ class Portfolio:
         self._peak_equity = self._start_equity
         self._max_drawdown_pct = 0.0
 
+    def rebase_cash(self, cash: float) -> None:
+        """Take the broker's cash as the truth; today's P&L is unchanged by the shift."""
+        shift = cash - self.cash
+        self.cash = cash
+        self._start_equity += shift
+        self._peak_equity += shift
+
     # ----------------------------------------------------------------- figures
     @property
     def unrealized(self) -> float:

@@ -76,7 +76,7 @@ class TradingSystem:
         journal: Journal | None = None,
         bus: EventBus | None = None,
         starting_cash: float | None = None,
-        reconcile_seconds: float = 30.0,
+        reconcile_seconds: float | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -108,7 +108,7 @@ class TradingSystem:
         self.strategy: Strategy = build_strategy(
             settings.strategy, self.symbols, self, settings.strategy_params
         )
-        self._reconcile_every = timedelta(seconds=reconcile_seconds)
+        self._reconcile_every = timedelta(seconds=reconcile_seconds or settings.reconcile_seconds)
         self._history: dict[str, deque[float]] = {
             s: deque(maxlen=SPARKLINE_POINTS) for s in self.symbols
         }
@@ -121,6 +121,7 @@ class TradingSystem:
         self.recovery: RecoveryReport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._stopping = False
         self.stopped = asyncio.Event()
         self.fatal_error: BaseException | None = None
         self.bus.subscribe(QuoteReceived, self._on_quote_received)
@@ -144,6 +145,9 @@ class TradingSystem:
         await self.broker.connect()
         self.broker.subscribe_quotes(self.symbols)
         self.recovery = reconcile_with_broker(self)
+        if self.broker.connected:
+            # The broker's cash is the truth (deposits, interest, fees we never saw).
+            self.portfolio.rebase_cash(self.broker.account_values().cash)
         self._running = True
         self.reconcile()
         if drive_broker:
@@ -192,6 +196,7 @@ class TradingSystem:
         if not self._running:
             return
         self._running = False
+        self._stopping = True
         self.strategy.on_stop()
         self.execution.clear_targets()
         cancelled = self.execution.cancel_all(f"shutdown: {reason}")
@@ -241,7 +246,7 @@ class TradingSystem:
         # While disconnected, risk refuses every risk-increasing order by itself (and the
         # console shows DISCONNECTED); on reconnect the books are reconciled at once, and a
         # mismatch halts. A clean reconnect therefore needs no operator action.
-        if not connected and not self._running:
+        if not connected and self._stopping:
             logger.info("broker disconnected after stop: {message}", message=message)
             return  # our own shutdown, not an incident to page anyone about
         self.bus.publish(BrokerConnectionChanged(connected, message, self.clock.now()))
@@ -291,7 +296,8 @@ class TradingSystem:
         self._check_breaker()
         self._check_daily_reset(now)
         last = self.execution.last_reconcile_at
-        if self._running and (last is None or now - last >= self._reconcile_every):
+        due = last is None or now - last >= self._reconcile_every
+        if self._running and self.broker.connected and due:
             self.reconcile()
 
     def _check_stop_file(self) -> None:

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from loguru import logger
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -62,6 +63,8 @@ ROUND_TRIPS_FILE = "round_trips.parquet"
 EQUITY_FILE = "equity.parquet"
 CHART_FILE = "equity.png"
 LOG_FILE = "run.log"
+
+MAX_CHART_POINTS = 5_000
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -125,11 +128,15 @@ async def run_backtest(
         strategy=strategy,
         strategy_params=strategy_params,
     )
+    try:
+        backtest, quotes = backtest_for(run, dataset, options)  # builds the strategy
+    except StrategyLoadError as exc:
+        return _usage_error(exc)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bars = dataset.kind is DataKind.BARS
     console.print(
-        f"[bold]Backtest[/] {data} — {dataset.rows:,} {dataset.kind} of "
+        f"[bold]Backtest[/] {escape(str(data))} — {dataset.rows:,} {dataset.kind} of "
         f"{', '.join(dataset.symbols)}, {dataset.first_ts:%Y-%m-%d %H:%M} → "
         f"{dataset.last_ts:%Y-%m-%d %H:%M} UTC"
     )
@@ -141,7 +148,6 @@ async def run_backtest(
         )
     with _run_log(out_dir / LOG_FILE):
         try:
-            backtest, quotes = backtest_for(run, dataset, options)
             total = dataset.rows * (QUOTES_PER_BAR if bars else 1)
             with _progress(console, total) as progress:
                 result = await backtest.run(
@@ -151,9 +157,9 @@ async def run_backtest(
                     fill_at=options.fill_at if bars else None,
                     progress=progress,
                 )
-        except (StrategyLoadError, DataFileError) as exc:
+        except DataFileError as exc:  # a file that changed or broke since validation
             return _usage_error(exc)
-    return _finish(console, run, result, out_dir)
+    return _finish(console, run, result, out_dir, "Backtest")
 
 
 # =============================================================================== replay
@@ -228,22 +234,19 @@ async def _replay(
     quotes: Callable[[], AsyncIterator[Quote]],
     out_dir: Path,
 ) -> int:
-    out_dir.mkdir(parents=True, exist_ok=True)
     run = run_settings(settings, symbols, stop_file=out_dir / "STOP")
+    try:
+        backtest = Backtest(run, first_ts)  # builds the strategy
+    except StrategyLoadError as exc:
+        return _usage_error(exc)
+    out_dir.mkdir(parents=True, exist_ok=True)
     console.print(
-        f"[bold]Replay[/] {source} — {count:,} quotes of {', '.join(symbols)} from "
+        f"[bold]Replay[/] {escape(source)} — {count:,} quotes of {', '.join(symbols)} from "
         f"{first_ts:%Y-%m-%d %H:%M:%S} UTC, strategy {run.strategy}"
     )
-    with _run_log(out_dir / LOG_FILE):
-        try:
-            backtest = Backtest(run, first_ts)
-            with _progress(console, count) as progress:
-                result = await backtest.run(
-                    quotes(), sample_seconds=run.bar_seconds, progress=progress
-                )
-        except StrategyLoadError as exc:
-            return _usage_error(exc)
-    return _finish(console, run, result, out_dir)
+    with _run_log(out_dir / LOG_FILE), _progress(console, count) as progress:
+        result = await backtest.run(quotes(), sample_seconds=run.bar_seconds, progress=progress)
+    return _finish(console, run, result, out_dir, "Replay")
 
 
 async def _scan_day(database: Database, day: date) -> tuple[list[str], datetime | None, int]:
@@ -311,7 +314,9 @@ def _progress(console: Console, total: int) -> Iterator[Callable[[int], None] | 
         yield lambda done: progress.update(task, completed=done)
 
 
-def _finish(console: Console, settings: Settings, result: BacktestResult, out_dir: Path) -> int:
+def _finish(
+    console: Console, settings: Settings, result: BacktestResult, out_dir: Path, title: str
+) -> int:
     curve = result.curve
     times = [curve.time(i) for i in range(len(curve))]
     metrics = compute_metrics(times, curve.equity, result.fills)
@@ -321,12 +326,15 @@ def _finish(console: Console, settings: Settings, result: BacktestResult, out_di
     write_round_trips(out_dir / ROUND_TRIPS_FILE, result)
     write_equity(out_dir / EQUITY_FILE, result)
     write_chart(out_dir / CHART_FILE, result, title=settings.strategy)
-    console.print(report_table(result, metrics))
+    console.print(report_table(result, metrics, title))
     for note in _notes(result):
         console.print(f"[yellow]note:[/] {note}")
     digest = hashlib.sha256(orders_bytes).hexdigest()
-    console.print(f"orders: {out_dir / ORDERS_FILE} (sha256 {digest[:16]})")
-    console.print(f"written to {out_dir}: {TRADES_FILE}, {EQUITY_FILE}, {CHART_FILE}")
+    console.print(f"orders: {escape(str(out_dir / ORDERS_FILE))} (sha256 {digest[:16]})")
+    console.print(
+        f"written to {escape(str(out_dir))}: {TRADES_FILE}, {ROUND_TRIPS_FILE}, {EQUITY_FILE}, "
+        f"{CHART_FILE}, {LOG_FILE}"
+    )
     return EXIT_OK
 
 
@@ -334,8 +342,8 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:+.2f}%"
 
 
-def report_table(result: BacktestResult, m: BacktestMetrics) -> Table:
-    table = Table(title="Backtest report", show_header=False, title_justify="left")
+def report_table(result: BacktestResult, m: BacktestMetrics, title: str = "Backtest") -> Table:
+    table = Table(title=f"{title} report", show_header=False, title_justify="left")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     statuses: dict[str, int] = {}
@@ -448,13 +456,18 @@ def write_chart(path: Path, result: BacktestResult, *, title: str) -> None:
     from matplotlib.figure import Figure
 
     curve = result.curve
-    times = [curve.time(i) for i in range(len(curve))]
-    equity = list(curve.equity)
     peak = float("-inf")
-    drawdown = []
-    for value in equity:
+    drawdown_all = []
+    for value in curve.equity:
         peak = max(peak, value)
-        drawdown.append(-(peak - value) / peak * 100.0 if peak > 0 else 0.0)
+        drawdown_all.append(-(peak - value) / peak * 100.0 if peak > 0 else 0.0)
+    # A chart cannot show more points than it has pixels; a stride (always keeping the
+    # last point) keeps long runs quick to draw and small in memory.
+    stride = max(1, len(curve) // MAX_CHART_POINTS)
+    picked = [*range(0, len(curve) - 1, stride), len(curve) - 1]
+    times = [curve.time(i) for i in picked]
+    equity = [curve.equity[i] for i in picked]
+    drawdown = [drawdown_all[i] for i in picked]
     figure = Figure(figsize=(10, 5), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))

@@ -47,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="print performance figures")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each UI run")
     bench.add_argument("--skip-ui", action="store_true", help="only the core figures")
+    history = sub.add_parser("history", help="download IB historical bars to Parquet")
+    history.add_argument("symbol")
+    history.add_argument("--days", type=int, default=5, help="how many days back (default 5)")
+    history.add_argument("--bar", default="1min", help="bar size: 1min, 5mins, 1h, 1day ...")
+    history.add_argument("--out", type=Path, default=None, help="default DATA_DIR/history")
+    sub.add_parser(
+        "watchdog",
+        help="check the heartbeat; alert once when the console stops or comes back (cron)",
+    )
+    sub.add_parser("alert-test", help="send a test message through every alert channel")
     return parser
 
 
@@ -101,6 +111,20 @@ async def cmd_bench(seconds: float, skip_ui: bool) -> int:
     return EXIT_OK
 
 
+def cmd_history(settings: Settings, symbol: str, days: int, bar: str, out: Path | None) -> int:
+    from tui.history import download_history
+
+    try:
+        path = asyncio.run(
+            download_history(settings, symbol, days, bar, out or settings.data_dir / "history")
+        )
+    except (ValueError, BrokerConnectError) as exc:
+        print(f"trading-console history: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"saved {path}")
+    return EXIT_OK
+
+
 async def run_headless(settings: Settings) -> int:
     """Trade until SIGINT/SIGTERM; then stop the strategy, cancel working orders, flush."""
     from tui.runtime import build_runtime
@@ -127,6 +151,11 @@ async def run_headless(settings: Settings) -> int:
             await system.stop(f"crash: {system.fatal_error!r}")
         else:
             await system.stop("signal")
+    except Exception as exc:
+        # Crashes outside the core's tasks (start/stop themselves) page the operator too;
+        # core task crashes are reported by the runtime's monitoring on its own.
+        await runtime.report_crash(exc)
+        raise
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -146,6 +175,9 @@ async def run_tui(settings: Settings) -> int:
     recorder_task = asyncio.create_task(runtime.recorder.run())
     try:
         return await run_console(runtime)
+    except Exception as exc:
+        await runtime.report_crash(exc)
+        raise
     finally:
         await runtime.close()
         recorder_task.cancel()
@@ -158,19 +190,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings_or_exit(args.env_file)
     if args.command == "check":
         return cmd_check(settings)
+    from tui.logs import configure_logging_from_settings
+
+    # Read-only commands work in every mode, before the live guard.
+    if args.command == "watchdog":
+        configure_logging_from_settings(settings, console=True)
+        from tui.watchdog import run_watchdog
+
+        return run_watchdog(settings)
+    if args.command == "alert-test":
+        configure_logging_from_settings(settings, console=False)
+        from tui.alert_test import run_alert_test
+
+        return asyncio.run(run_alert_test(settings))
+    if args.command == "history":
+        configure_logging_from_settings(settings, console=True)
+        return cmd_history(settings, args.symbol, args.days, args.bar, args.out)
     guard = live_guard_error(settings, confirmed=args.live)
     if guard:
         print(f"trading-console: {guard}", file=sys.stderr)
         return EXIT_CONFIG
-    from tui.logs import configure_logging
-
     if args.command == "bench":
         return asyncio.run(cmd_bench(args.seconds, args.skip_ui))
     if args.command == "db":
-        configure_logging(settings.log_path, console=True)
+        configure_logging_from_settings(settings, console=True)
         return asyncio.run(cmd_db_init(settings))
     # The console owns the terminal: log to the file only, never to stderr under the TUI.
-    configure_logging(settings.log_path, console=args.headless)
+    configure_logging_from_settings(settings, console=args.headless)
     try:
         if args.headless:
             return asyncio.run(run_headless(settings))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from core.brokers.base import Broker
 from core.brokers.ib import IbBroker, IbConfig
 from core.brokers.sim import SimVenue, SimVenueConfig
@@ -30,7 +32,10 @@ def sim_venue_config(settings: Settings) -> SimVenueConfig:
 
 def build_broker(settings: Settings, clock: Clock) -> Broker:
     if settings.trading_mode is TradingMode.SIM:
-        return SimVenue(sim_venue_config(settings), clock)
+        # The venue remembers its orders and fills like a real broker would, so a
+        # restarted console finds its positions where it left them.
+        config = dataclasses.replace(sim_venue_config(settings), state_file=settings.sim_state_path)
+        return SimVenue(config, clock)
     if settings.trading_mode in (TradingMode.PAPER, TradingMode.LIVE):
         # The paper/live account check happens on connect, against the login's accounts.
         return IbBroker(IbConfig.from_settings(settings), clock)
