@@ -37,13 +37,20 @@ class TradingCalendar:
         self._cal = _calendar(code)
         self.code = code
         self._offset = reset_offset
+        # The current day and its bounds, so the 4 Hz timer does not query pandas each time.
         self._day: date | None = None
+        self._start: datetime | None = None
         self._next_start: datetime | None = None
 
     def trading_day(self, ts: datetime) -> date:
         """The session a moment belongs to (cached until the next session starts)."""
-        day, next_start = self._day, self._next_start
-        if day is not None and next_start is not None and self._day_start(day) <= ts < next_start:
+        day, start, next_start = self._day, self._start, self._next_start
+        if (
+            day is not None
+            and start is not None
+            and next_start is not None
+            and (start <= ts < next_start)
+        ):
             return day
         minute = pd.Timestamp(ts + self._offset).tz_convert(UTC)
         try:
@@ -52,6 +59,7 @@ class TradingCalendar:
         except (ValueError, xcals.errors.MinuteOutOfBounds) as exc:
             raise CalendarError(f"{ts.isoformat()} is outside the {self.code} calendar") from exc
         self._day = session.date()
+        self._start = self._day_start(self._day)
         self._next_start = self._open(following) - self._offset
         return self._day
 

@@ -11,6 +11,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 from loguru import logger
@@ -57,7 +58,75 @@ def _parser() -> argparse.ArgumentParser:
         help="check the heartbeat; alert once when the console stops or comes back (cron)",
     )
     sub.add_parser("alert-test", help="send a test message through every alert channel")
+    _add_offline_parsers(sub)
     return parser
+
+
+def _add_offline_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backtest = sub.add_parser(
+        "backtest", help="run the strategy over bar or quote files (CSV or Parquet)"
+    )
+    backtest.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="a CSV/Parquet file or a directory of them: bars (timestamp, open, high, low, "
+        "close[, volume]) or quotes (timestamp, bid, ask); one file per symbol or a symbol column",
+    )
+    backtest.add_argument(
+        "--strategy", default=None, metavar="module:Class", help="strategy (default STRATEGY)"
+    )
+    backtest.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="strategy parameter, repeatable; values read as JSON (5, 0.5, true), else text",
+    )
+    backtest.add_argument(
+        "--cash", type=float, default=None, help="starting cash, $ (default SIM_STARTING_CASH)"
+    )
+    backtest.add_argument(
+        "--commission",
+        type=float,
+        default=None,
+        help="commission, $ per share (default SIM_COMMISSION_PER_SHARE)",
+    )
+    backtest.add_argument(
+        "--fill-at",
+        choices=("next-open", "close"),
+        default="next-open",
+        help="bars: market orders fill at the next bar's open (default) or this bar's close",
+    )
+    backtest.add_argument(
+        "--out",
+        type=Path,
+        default=Path("backtest-results"),
+        help="output directory (default ./backtest-results)",
+    )
+    replay = sub.add_parser(
+        "replay", help="re-run a recorded day's quotes through the current strategy and risk"
+    )
+    replay.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        required=True,
+        metavar="YYYY-MM-DD",
+        help="the UTC day to replay",
+    )
+    replay.add_argument(
+        "--db", type=Path, default=None, help="database to read (default DATABASE_FILE)"
+    )
+    replay.add_argument(
+        "--archive",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="read the Parquet archive in DIR instead of the database",
+    )
+    replay.add_argument(
+        "--out", type=Path, default=None, help="output directory (default ./replay-YYYY-MM-DD)"
+    )
 
 
 def _settings_or_exit(env_file: str) -> Settings:
@@ -109,6 +178,37 @@ async def cmd_bench(seconds: float, skip_ui: bool) -> int:
         for total in (80.0, 2_000.0):
             print_ui(total, await bench_ui(total, seconds=seconds))
     return EXIT_OK
+
+
+def cmd_offline(settings: Settings, args: argparse.Namespace) -> int:
+    """backtest / replay: simulated clock and venue, whatever TRADING_MODE says."""
+    from tui.backtest_cmd import ParamError, parse_params, run_backtest, run_replay
+
+    logger.remove()  # the run logs to <out>/run.log; the terminal shows the report
+    if args.command == "replay":
+        out = args.out or Path(f"replay-{args.date.isoformat()}")
+        return asyncio.run(
+            run_replay(
+                settings, args.date, source_db=args.db, archive_dir=args.archive, out_dir=out
+            )
+        )
+    try:
+        params = parse_params(args.param)
+    except ParamError as exc:
+        print(f"trading-console: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(
+        run_backtest(
+            settings,
+            args.data,
+            strategy=args.strategy,
+            params=params,
+            cash=args.cash,
+            commission=args.commission,
+            fill_at=args.fill_at,
+            out_dir=args.out,
+        )
+    )
 
 
 def cmd_history(settings: Settings, symbol: str, days: int, bar: str, out: Path | None) -> int:
@@ -190,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings_or_exit(args.env_file)
     if args.command == "check":
         return cmd_check(settings)
+    if args.command in ("backtest", "replay"):
+        return cmd_offline(settings, args)  # never touches a broker: no live guard needed
     from tui.logs import configure_logging_from_settings
 
     # Read-only commands work in every mode, before the live guard.
