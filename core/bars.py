@@ -20,6 +20,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @dataclass(slots=True)
 class _OpenBar:
     start: datetime
+    end: datetime
     open: float
     high: float
     low: float
@@ -27,8 +28,10 @@ class _OpenBar:
     ticks: int
 
     def add(self, price: float) -> None:
-        self.high = max(self.high, price)
-        self.low = min(self.low, price)
+        if price > self.high:
+            self.high = price
+        elif price < self.low:
+            self.low = price
         self.close = price
         self.ticks += 1
 
@@ -45,21 +48,31 @@ class BarBuilder:
         return ts - (ts - _EPOCH) % self._interval
 
     def on_quote(self, quote: Quote) -> None:
-        start = self._bucket_start(quote.ts)
-        price = quote.mid
+        ts = quote.ts
         current = self._open.get(quote.symbol)
-        if current is not None and current.start != start:
+        # Almost every quote falls into the bar already open: two datetime comparisons
+        # instead of the bucket arithmetic (timedelta modulo) for each quote.
+        if current is not None and current.start <= ts < current.end:
+            price = (quote.bid + quote.ask) / 2.0  # exactly Quote.mid
+            if price > current.high:
+                current.high = price
+            elif price < current.low:
+                current.low = price
+            current.close = price
+            current.ticks += 1
+            return
+        start = self._bucket_start(ts)
+        price = quote.mid
+        if current is not None:  # a quote of another interval closes the open bar
             self._emit(quote.symbol, current)
-            current = None
-        if current is None:
-            self._open[quote.symbol] = _OpenBar(start, price, price, price, price, 1)
-        else:
-            current.add(price)
+        self._open[quote.symbol] = _OpenBar(
+            start, start + self._interval, price, price, price, price, 1
+        )
 
     def close_due(self, now: datetime) -> None:
         """Close every open bar whose interval has ended by ``now``."""
         for symbol, bar in list(self._open.items()):
-            if bar.start + self._interval <= now:
+            if bar.end <= now:
                 self._emit(symbol, bar)
 
     def _emit(self, symbol: str, bar: _OpenBar) -> None:
@@ -68,7 +81,7 @@ class BarBuilder:
             Bar(
                 symbol=symbol,
                 start=bar.start,
-                end=bar.start + self._interval,
+                end=bar.end,
                 open=bar.open,
                 high=bar.high,
                 low=bar.low,

@@ -1,13 +1,18 @@
 """A small synchronous, typed in-process event bus.
 
 Publishing calls every handler subscribed to the event's exact type, in
-subscription order, before returning: the hot path stays synchronous and the
-order of effects is deterministic. Handlers that need I/O enqueue and return.
+subscription order, then every catch-all handler, before returning: the hot
+path stays synchronous and the order of effects is deterministic. Handlers that
+need I/O enqueue and return.
+
+Publishing is on the hot path (every quote), so the handlers of each event type
+are kept as one ready-made tuple: one dict lookup and a loop per event, no
+copying. (Un)subscribing, which is rare, rebuilds the tuples; a handler that
+(un)subscribes during a publish does not change who receives that event.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,23 +22,40 @@ Handler = Callable[[Any], None]
 
 class EventBus:
     def __init__(self) -> None:
-        self._handlers: dict[type, list[Handler]] = defaultdict(list)
+        self._handlers: dict[type, list[Handler]] = {}
         self._all: list[Handler] = []
+        # event type -> typed handlers followed by the catch-all ones
+        self._dispatch: dict[type, tuple[Handler, ...]] = {}
 
     def subscribe(self, event_type: type[E], handler: Callable[[E], None]) -> Callable[[], None]:
         """Call ``handler`` for every published ``event_type``; returns an unsubscribe function."""
-        self._handlers[event_type].append(handler)
-        return lambda: self._handlers[event_type].remove(handler)
+        self._handlers.setdefault(event_type, []).append(handler)
+        self._dispatch.clear()
+
+        def unsubscribe() -> None:
+            self._handlers[event_type].remove(handler)
+            self._dispatch.clear()
+
+        return unsubscribe
 
     def subscribe_all(self, handler: Handler) -> Callable[[], None]:
         """Call ``handler`` for every event (recorder, test capture)."""
         self._all.append(handler)
-        return lambda: self._all.remove(handler)
+        self._dispatch.clear()
+
+        def unsubscribe() -> None:
+            self._all.remove(handler)
+            self._dispatch.clear()
+
+        return unsubscribe
 
     def publish(self, event: object) -> None:
-        handlers = self._handlers.get(type(event))
-        if handlers:
-            for handler in tuple(handlers):
-                handler(event)
-        for handler in tuple(self._all):
+        event_type = type(event)
+        handlers = self._dispatch.get(event_type)
+        if handlers is None:
+            handlers = self._dispatch[event_type] = (
+                *self._handlers.get(event_type, ()),
+                *self._all,
+            )
+        for handler in handlers:
             handler(event)

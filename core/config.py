@@ -203,6 +203,17 @@ class Settings(BaseSettings):
     log_dir: Path | None = Field(None, description="log directory (default DATA_DIR/logs)")
     stop_file: Path = Field(Path("STOP"), description="touch this file to halt trading")
     record_quotes: bool = Field(True, description="store every validated quote in the database")
+    archive_dir: Path | None = Field(
+        None,
+        description="export each finished UTC day here as Parquet (hive layout) at the daily "
+        "reset; empty: no automatic export",
+    )
+    quote_retention_days: int = Field(
+        0,
+        ge=0,
+        description="after the automatic export, delete quotes older than this many days from "
+        "SQLite (archived days only; 0 keeps them all)",
+    )
     ui_refresh_hz: float = Field(
         4.0, gt=0, le=30, description="how often the console panes refresh, per second"
     )

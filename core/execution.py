@@ -313,6 +313,11 @@ class ExecutionEngine:
         self.orders[order.client_order_id] = order
         if order.is_working:
             self._working[order.symbol] = order.client_order_id
+        stem, _, seq = order.client_order_id.rpartition("-")
+        if stem == self._id_stem and seq.isdigit():
+            # A restart within the same second shares the id stem: continue the
+            # sequence so no client order id is ever sent twice.
+            self._seq = max(self._seq, int(seq))
 
     # ------------------------------------------------------------- queries
     def working_orders(self) -> list[Order]:

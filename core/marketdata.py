@@ -24,9 +24,13 @@ from core.model import Quote
 JUMP_CONFIRMATIONS = 3
 
 
+_INF = math.inf
+
+
 @dataclass(slots=True)
 class _SymbolState:
     last: Quote | None = None
+    last_mid: float | None = None  # last.mid, kept so each quote computes one mid, not three
     jump_candidate: float | None = None
     jump_confirmations: int = 0
 
@@ -55,14 +59,38 @@ class MarketDataFeed:
     # ------------------------------------------------------------------ intake
     def on_raw_quote(self, quote: Quote) -> bool:
         """Validate and publish; returns whether the quote was accepted."""
+        # Fast path for the overwhelmingly common good quote: the same rules as
+        # `_invalid_reason` in a handful of comparisons (NaN fails every one of them, so
+        # `0 < bid <= ask < inf` also proves both finite). Anything it does not clear
+        # takes the full path, which names the reason.
+        symbol = quote.symbol
+        state = self._state.get(symbol)
+        bid, ask, last = quote.bid, quote.ask, quote.last
+        if (
+            state is not None
+            and 0.0 < bid <= ask < _INF
+            and (last is None or 0.0 < last < _INF)
+            and quote.bid_size >= 0
+            and quote.ask_size >= 0
+        ):
+            mid = (bid + ask) / 2.0  # exactly Quote.mid
+            reference = state.last_mid
+            if reference is None or abs(mid - reference) / reference <= self._max_jump:
+                state.jump_candidate, state.jump_confirmations = None, 0
+                self._accept(state, quote, mid)
+                return True
         reason = self._invalid_reason(quote)
         if reason is not None:
-            self._reject(quote.symbol, reason)
+            self._reject(symbol, reason)
             return False
-        self._state[quote.symbol].last = quote
+        self._accept(self._state[symbol], quote, quote.mid)
+        return True
+
+    def _accept(self, state: _SymbolState, quote: Quote, mid: float) -> None:
+        state.last = quote
+        state.last_mid = mid
         self.accepted[quote.symbol] += 1
         self._bus.publish(QuoteReceived(quote))
-        return True
 
     def _invalid_reason(self, q: Quote) -> str | None:
         if q.symbol not in self._symbols:

@@ -90,19 +90,26 @@ class Portfolio:
         self._market_value = sum(p.market_value for p in self.positions.values())
         self._marks_since_recompute = 0
 
-    def mark(self, symbol: str, price: float) -> None:
+    def mark(self, symbol: str, price: float) -> bool:
+        """Re-mark ``symbol``; returns whether equity may have moved (a position is held).
+
+        The quote path uses the answer to skip P&L limit checks when nothing changed.
+        """
         pos = self.positions.get(symbol)
         if pos is None:
-            return
+            return False
         previous = pos.mark_price
         pos.mark_price = price
-        if pos.quantity:
-            self._marks_since_recompute += 1
-            if self._marks_since_recompute >= self.RECOMPUTE_EVERY or math.isnan(previous):
-                self._recompute_market_value()
-            else:
-                self._market_value += pos.quantity * (price - previous)
-            self._update_peak()
+        quantity = pos.quantity
+        if not quantity:
+            return False
+        self._marks_since_recompute += 1
+        if self._marks_since_recompute >= self.RECOMPUTE_EVERY or math.isnan(previous):
+            self._recompute_market_value()
+        else:
+            self._market_value += quantity * (price - previous)
+        self._update_peak()
+        return True
 
     def _update_peak(self) -> None:
         equity = self.cash + self._market_value
@@ -142,19 +149,23 @@ class Portfolio:
     def gross_exposure(self) -> float:
         return sum(abs(p.market_value) for p in self.positions.values())
 
+    # equity, daily_pnl and drawdown_pct are read for every quote that moves a held
+    # position (the breaker check): computed from the fields, not through each other.
     @property
     def equity(self) -> float:
-        return self.cash + self.market_value
+        return self.cash + self._market_value
 
     @property
     def daily_pnl(self) -> float:
-        return self.equity - self._start_equity
+        return self.cash + self._market_value - self._start_equity
 
     @property
     def drawdown_pct(self) -> float:
-        if self._peak_equity <= 0:
+        peak = self._peak_equity
+        if peak <= 0:
             return 0.0
-        return max(0.0, (self._peak_equity - self.equity) / self._peak_equity * 100.0)
+        dd = (peak - (self.cash + self._market_value)) / peak * 100.0
+        return dd if dd > 0.0 else 0.0
 
     def summary(self) -> PnlSummary:
         equity = self.equity

@@ -259,12 +259,20 @@ class TradingSystem:
     # =============================================================== hot path
     def _on_quote_received(self, event: QuoteReceived) -> None:
         quote = event.quote
-        mid = quote.mid
-        self._day_open_mid.setdefault(quote.symbol, mid)
-        self.portfolio.mark(quote.symbol, mid)
+        symbol = quote.symbol
+        mid = (quote.bid + quote.ask) / 2.0  # exactly Quote.mid, minus a property call
+        day_open = self._day_open_mid
+        if symbol not in day_open:
+            day_open[symbol] = mid
+        equity_moved = self.portfolio.mark(symbol, mid)
         self.bars.on_quote(quote)
-        self._act(self.strategy.on_quote(quote))
-        self._check_breaker()
+        output = self.strategy.on_quote(quote)
+        if output is not None:
+            self._act(output)
+        # P&L limits can only be crossed when equity moved: here that is a re-mark of a
+        # held position. Fills check on their own (on_fill), and the timer every 250 ms.
+        if equity_moved:
+            self._check_breaker()
 
     def _on_bar_built(self, bar: Bar) -> None:
         self._history[bar.symbol].append(bar.close)
@@ -273,6 +281,10 @@ class TradingSystem:
 
     def _act(self, output: StrategyOutput) -> None:
         if output is None or not self._running:
+            return
+        if type(output) is TargetPosition:  # the common case, without building a tuple
+            self.bus.publish(TargetChanged(output, self.clock.now()))
+            self.execution.on_target(output)
             return
         items: Sequence[TargetPosition | OrderIntent] = (
             (output,) if isinstance(output, TargetPosition | OrderIntent) else output

@@ -401,6 +401,9 @@ def _live_write_sql(table: str) -> str:
 
 
 _LIVE_WRITE_SQL: dict[str, str] = {t: _live_write_sql(t) for t in TABLE_COLUMNS}
+# A new order's journal row: a plain INSERT, so a reused client order id fails loudly
+# instead of overwriting the record of an order the broker already has.
+_NEW_ORDER_SQL = _insert_sql("orders", write_columns("orders"), ignore=False)
 _IMPORT_SQL: dict[str, str] = {
     t: _insert_sql(t, cols, ignore=True) for t, cols in TABLE_COLUMNS.items()
 }
@@ -515,6 +518,11 @@ class Database:
     def _require_transaction(self) -> None:
         if not self._lock.locked() or not self._conn.in_transaction:
             raise RuntimeError("write_*_in_transaction needs an open Database.transaction()")
+
+    async def insert_new_order_in_transaction(self, row: Row) -> None:
+        """Journal a new order; raises sqlite3.IntegrityError when its id exists already."""
+        self._require_transaction()
+        await self._conn.execute(_NEW_ORDER_SQL, row)
 
     async def insert_alerts_in_transaction(self, rows: Sequence[Row]) -> list[int]:
         """Insert alert rows (write_columns order) one by one inside an open

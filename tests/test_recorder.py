@@ -134,10 +134,13 @@ async def test_pending_rows_are_written_after_flush_ms(
     recorder = Recorder(db, bus, flush_rows=1000, flush_ms=250)
     task = asyncio.create_task(recorder.run())
     await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    published_at = loop.time()
     for i in range(3):
         bus.publish(quote(i))
     await asyncio.sleep(0.02)
-    assert peek("quotes") == 0
+    if loop.time() - published_at < 0.2:  # a loaded CI machine may oversleep; then skip this
+        assert peek("quotes") == 0
     await wait_until(lambda: peek("quotes") == 3)
     assert recorder.flushes == 1
     await stop_task(recorder, task)

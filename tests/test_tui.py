@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.style import Style
+from rich.text import Text
+from textual.coordinate import Coordinate
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from core.events import RiskRejected
 from core.model import Alert, AlertSeverity, TargetPosition, TradingState
@@ -372,8 +376,42 @@ async def test_stop_file_shows_halted(tmp_path: Path) -> None:
         rig.system.settings.stop_file.touch()
         await run_sim(rig, 1)
         await frame(app, pilot)
-        assert app.status_bar.text_of("state").strip() == "HALTED"
-        assert "STOP file" in app.status_bar.text_of("reason")
+        assert app.status_bar.text_of("state").strip() == "HALTED (STOP file)"
+        reason = app.status_bar.text_of("reason")
+        assert "STOP file present" in reason and str(rig.system.settings.stop_file) in reason
+        assert app.screen.has_class("-halted")
+        # h cannot resume while the file is there, and says why.
+        await pilot.press("h", "y")
+        await pilot.pause()
+        assert rig.system.risk.state is TradingState.HALTED
+        assert any("remove" in n.message for n in app._notifications)
+
+
+async def test_tripped_state_shows_its_reason_everywhere(tmp_path: Path) -> None:
+    async with console(tmp_path, size=(80, 24)) as (app, pilot, rig):
+        await run_sim(rig, 1)
+        rig.system.risk.trip("daily loss limit: P&L -2,100.00 <= -2,000.00")
+        await frame(app, pilot)
+        assert app.status_bar.text_of("state").strip() == "TRIPPED"
+        reason = app.status_bar.text_of("reason")
+        assert reason.startswith("BREAKER TRIPPED: daily loss limit: P&L -2,100.00")
+        assert "r to review" in reason
+        # Even at 80 columns the banner is whole: the reason is the first thing on line 2.
+        assert len(reason) <= 80
+        assert app.status_bar.has_class("-tripped") and app.screen.has_class("-tripped")
+        await pilot.press("5")
+        await pilot.pause()
+        assert app.query_one(PnlPane).text_of("breaker").startswith("TRIPPED: daily loss")
+
+
+async def test_refresh_after_exit_is_harmless(tmp_path: Path) -> None:
+    # Textual unmounts the widgets before it stops the App's timers, so a refresh
+    # tick can land on a closing App; it must not style cells of a dead table.
+    async with console(tmp_path) as (app, pilot, rig):
+        await run_sim(rig, 1)
+        await frame(app, pilot)
+    assert not app.is_running
+    app.refresh_now()
 
 
 async def test_core_crash_exits_with_code_1(tmp_path: Path) -> None:
@@ -398,6 +436,53 @@ async def test_rendered_cells_follow_updates(tmp_path: Path) -> None:
             assert bid in quotes.render_line(1).text  # line 0 is the header
             seen.add(bid)
         assert len(seen) > 1  # the price moved, and the screen moved with it
+
+
+def _cells_of(lines: Any) -> list[tuple[str, Style | None]]:
+    """Rendered lines as (character, style) pairs: equal if they look equal."""
+    return [(ch, seg.style) for line in lines for seg in line for ch in seg.text]
+
+
+async def test_fast_cell_rendering_matches_datatable(tmp_path: Path) -> None:
+    # DiffTable draws plain one-style cells itself instead of through a Rich pass;
+    # every cell must come out exactly as DataTable would have drawn it.
+    async with console(tmp_path, sim_latency_ms=500) as (app, pilot, rig):
+        await run_sim(rig, 2)
+        rig.system.execution.on_target(TargetPosition("AAPL", 5, "test"))
+        await run_sim(rig, 1)
+        await frame(app, pilot)
+        quotes = table(app, "quotes-table")
+        quotes.add_row(*(Text(x) for x in ("  pad  ", "", "9" * 30, "x")), *([Text("")] * 5))
+        await pilot.pause()  # the columns widen to the new row on idle
+        compared = 0
+        for table_id in ("quotes-table", "orders-table", "alerts-table", "positions-table"):
+            t = table(app, table_id)
+            base = t.rich_style
+            for row in range(t.row_count):
+                for col, column in enumerate(t.ordered_columns):
+                    for width in (column.get_render_width(t), column.get_render_width(t) + 3):
+                        for cursor, hover in ((False, False), (True, False), (False, True)):
+                            fast = t._render_plain_cell(
+                                t.get_cell_at(Coordinate(row, col)),
+                                row,
+                                col,
+                                base,
+                                width,
+                                cursor,
+                                hover,
+                            )
+                            assert fast is not None, (table_id, row, col)
+                            t._cell_render_cache.clear()  # its key leaves out the width
+                            slow = DataTable._render_cell(t, row, col, base, width, cursor, hover)
+                            assert _cells_of(fast) == _cells_of(slow), (table_id, row, col, width)
+                            compared += 1
+        assert compared > 300
+        # Cells the fast path does not handle go the long way.
+        wide = Text("株式")
+        assert quotes._render_plain_cell(wide, 0, 0, Style(), 8, False, False) is None
+        spans = Text.assemble(("a", "bold"), "b")
+        assert quotes._render_plain_cell(spans, 0, 0, Style(), 8, False, False) is None
+        assert quotes._render_plain_cell(Text("too long"), 0, 0, Style(), 5, False, False) is None
 
 
 def test_full_screen_snapshot(tmp_path: Path, snap_compare: Any) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 from collections.abc import Sequence
@@ -58,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         help="check the heartbeat; alert once when the console stops or comes back (cron)",
     )
     sub.add_parser("alert-test", help="send a test message through every alert channel")
+    export = sub.add_parser("export", help="write a UTC day of every table as Parquet (hive)")
+    export.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    export.add_argument("--to", required=True, type=Path, metavar="DIR")
+    imp = sub.add_parser("import", help="load a Parquet archive into the database (no dupes)")
+    imp.add_argument("path", type=Path, metavar="PATH")
+    prune = sub.add_parser("prune", help="delete archived quotes before a UTC day from SQLite")
+    prune.add_argument("--before", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    prune.add_argument("--archive", required=True, type=Path, metavar="DIR")
     _add_offline_parsers(sub)
     return parser
 
@@ -211,6 +218,16 @@ def cmd_offline(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
+def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
+    from tui import archive_cmd
+
+    if args.command == "export":
+        return asyncio.run(archive_cmd.run_export(settings, args.date, args.to))
+    if args.command == "import":
+        return asyncio.run(archive_cmd.run_import(settings, args.path))
+    return asyncio.run(archive_cmd.run_prune(settings, args.before, args.archive))
+
+
 def cmd_history(settings: Settings, symbol: str, days: int, bar: str, out: Path | None) -> int:
     from tui.history import download_history
 
@@ -231,7 +248,7 @@ async def run_headless(settings: Settings) -> int:
 
     runtime = await build_runtime(settings)
     system = runtime.system
-    recorder_task = asyncio.create_task(runtime.recorder.run())
+    runtime.start_background()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -260,9 +277,6 @@ async def run_headless(settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await runtime.close()
-        recorder_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder_task
     logger.info("stopped, exit {code}", code=exit_code)
     return exit_code
 
@@ -272,7 +286,7 @@ async def run_tui(settings: Settings) -> int:
     from tui.runtime import build_runtime
 
     runtime = await build_runtime(settings)
-    recorder_task = asyncio.create_task(runtime.recorder.run())
+    runtime.start_background()
     try:
         return await run_console(runtime)
     except Exception as exc:
@@ -280,9 +294,6 @@ async def run_tui(settings: Settings) -> int:
         raise
     finally:
         await runtime.close()
-        recorder_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder_task
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -305,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tui.alert_test import run_alert_test
 
         return asyncio.run(run_alert_test(settings))
+    if args.command in ("export", "import", "prune"):
+        configure_logging_from_settings(settings, console=True)
+        return cmd_archive(settings, args)
     if args.command == "history":
         configure_logging_from_settings(settings, console=True)
         return cmd_history(settings, args.symbol, args.days, args.bar, args.out)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
 
 from loguru import logger
 
@@ -29,19 +31,46 @@ class Runtime:
     database: Database
     recorder: Recorder
     monitoring: MonitoringService
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_background(self) -> None:
+        """The recorder's writer and, when ARCHIVE_DIR is set, the end-of-day archiver."""
+        self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
+        settings = self.system.settings
+        if settings.archive_dir is not None:
+            from tui.archive_cmd import EndOfDayArchiver
+
+            archiver = EndOfDayArchiver(
+                self.database,
+                self.system.bus,
+                self.system.clock,
+                settings.archive_dir,
+                quote_retention_days=settings.quote_retention_days,
+            )
+            self._tasks.append(asyncio.create_task(archiver.run(), name="archiver"))
 
     async def report_crash(self, exc: BaseException, timeout: float = ALERT_DRAIN_SECONDS) -> bool:
         """Send the crash alert now and wait (bounded) for the channels. Idempotent."""
         return await self.monitoring.report_crash(exc, timeout)
 
     async def close(self, alert_timeout: float = ALERT_DRAIN_SECONDS) -> None:
-        # Alerts first: their delivery outcomes are events the recorder must still store.
+        # An export in progress is abandoned (its partial file is removed; the next start
+        # exports the day again). Alerts next: their delivery outcomes are events the
+        # recorder must still store; the recorder flushes last, then its task ends.
+        archivers = [t for t in self._tasks if t.get_name() == "archiver"]
+        for task in archivers:
+            task.cancel()
         try:
             await self.monitoring.close(alert_timeout)
         except Exception:
             logger.exception("monitoring: close failed")
         await self.recorder.stop()
         await self.database.close()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
 
 
 async def build_runtime(

@@ -53,6 +53,8 @@ from core.model import (
 MAX_CATCHUP_SECONDS = 60.0
 
 TICK = 0.01
+_HALF_TICK = TICK / 2
+_CENTS = 100  # per dollar: TICK is one cent
 _EPS = 1e-9
 _FIRST_BROKER_ORDER_ID = 1001
 
@@ -127,13 +129,20 @@ class _Book:
     def recentre(self) -> None:
         # Bid and ask sit on cents symmetrically around a half-cent grid point, so the
         # quoted mid is the true price on that grid (no rounding bias either way).
-        centre = round(self.walk_mid / (TICK / 2))
-        half = max(1, round(self.half_spread / (TICK / 2)))
+        # (Runs for every quote: comparisons instead of max(), same arithmetic.)
+        centre = round(self.walk_mid / _HALF_TICK)
+        half = round(self.half_spread / _HALF_TICK)
+        if half < 1:
+            half = 1
         if (centre - half) % 2:
             half += 1  # an even number of half-cents from the centre lands on a cent
-        centre = max(centre, half + 2)  # keep the bid at least one tick above zero
-        self.bid = round((centre - half) * TICK / 2, 2)
-        self.ask = round((centre + half) * TICK / 2, 2)
+        if centre < half + 2:
+            centre = half + 2  # keep the bid at least one tick above zero
+        # Both are an even number of half-cents, i.e. whole cents: cents / 100 is the
+        # double nearest to the price, the very value round(cents * TICK, 2) gives, but
+        # without round()'s decimal conversion (tests/test_hot_path.py compares them).
+        self.bid = ((centre - half) // 2) / _CENTS
+        self.ask = ((centre + half) // 2) / _CENTS
 
 
 @dataclass(slots=True)
@@ -167,6 +176,15 @@ class SimVenue:
         self._connected = False
         self._start = clock.now()
         self._rate = config.quotes_per_second * len(config.symbols)  # quote slots per second
+        self._sigma = config.volatility_bp / 10_000.0  # of one quote's log step
+        # Slot j is due at start + (j + 1) / rate. When that period is a whole number of
+        # microseconds, integer multiples of it give the very same datetimes as the
+        # float seconds do (timedelta rounds those to microseconds), at half the cost.
+        period_us = 1_000_000 / self._rate
+        self._slot_step: timedelta | None = (
+            timedelta(microseconds=int(period_us)) if period_us.is_integer() else None
+        )
+        self._bad_quote_rate = config.bad_quote_rate
         self._next_slot = 0  # slot j is due at start + (j+1)/rate, for symbol j % n
         self._books = [self._new_book(symbol, i) for i, symbol in enumerate(config.symbols)]
         self._book_by_symbol = {book.symbol: book for book in self._books}
@@ -268,9 +286,21 @@ class SimVenue:
     @staticmethod
     def _redraw_book(book: _Book) -> None:
         rng = book.walk
-        book.half_spread = book.walk_mid * rng.uniform(1.0, 5.0) / 10_000.0 / 2.0
-        book.bid_size = rng.randint(1, 10) * 100
-        book.ask_size = rng.randint(1, 10) * 100
+        # These run for every quote, so the library calls are inlined with the very same
+        # draws: uniform(1, 5) is 1 + 4 * random(), and randint(1, 10) is 1 + a 4-bit
+        # draw below 10 (rejection sampling, as Random._randbelow does). The stream of a
+        # seed is therefore unchanged (tests/test_hot_path.py checks it against the
+        # library calls).
+        book.half_spread = book.walk_mid * (1.0 + 4.0 * rng.random()) / 10_000.0 / 2.0
+        getrandbits = rng.getrandbits
+        r = getrandbits(4)
+        while r >= 10:
+            r = getrandbits(4)
+        book.bid_size = (r + 1) * 100
+        r = getrandbits(4)
+        while r >= 10:
+            r = getrandbits(4)
+        book.ask_size = (r + 1) * 100
         book.recentre()
 
     @property
@@ -388,16 +418,26 @@ class SimVenue:
                 self._next_slot = due  # a disconnected venue streams nothing
             elif due > self._next_slot:
                 self._skip_long_gap(now)
-                n_symbols = len(self._books)
+                books = self._books
+                n_symbols = len(books)
+                subscribed = self._subscribed
+                pending = self._pending
+                start, rate, slot_step = self._start, self._rate, self._slot_step
                 while self._next_slot < due and self._connected:
                     slot = self._next_slot
                     # Advance first so a re-entrant call cannot publish the slot twice.
                     self._next_slot = slot + 1
-                    book = self._books[slot % n_symbols]
-                    if book.symbol not in self._subscribed:
+                    book = books[slot % n_symbols]
+                    if book.symbol not in subscribed:
                         continue
-                    ts = min(self._start + timedelta(seconds=(slot + 1) / self._rate), now)
-                    self._deliver_due(ts)
+                    if slot_step is None:
+                        ts = start + timedelta(seconds=(slot + 1) / rate)
+                    else:
+                        ts = start + slot_step * (slot + 1)
+                    if ts > now:
+                        ts = now
+                    if pending and pending[0][0] <= ts:
+                        self._deliver_due(ts)
                     self._venue_time = ts
                     self._publish_quote(book, ts)
                     published += 1
@@ -438,26 +478,23 @@ class SimVenue:
             await asyncio.sleep(period)
 
     def _publish_quote(self, book: _Book, ts: datetime) -> None:
-        listener = self._require_listener()
+        listener = self._listener
+        if listener is None:
+            listener = self._require_listener()  # raises the clear error
         # Multiplicative step keeps the price positive.
-        book.walk_mid *= math.exp(book.walk.gauss(0.0, self._config.volatility_bp / 10_000.0))
+        book.walk_mid *= math.exp(book.walk.gauss(0.0, self._sigma))
         self._redraw_book(book)
         quote = Quote(
-            symbol=book.symbol,
-            ts=ts,
-            bid=book.bid,
-            ask=book.ask,
-            bid_size=book.bid_size,
-            ask_size=book.ask_size,
-            source=QuoteSource.SIM,
+            book.symbol, ts, book.bid, book.ask, book.bid_size, book.ask_size, None, QuoteSource.SIM
         )
-        rate = self._config.bad_quote_rate
+        rate = self._bad_quote_rate
         if rate > 0.0 and book.noise.random() < rate:
             quote = self._malformed(book, quote)
         self.quotes_published += 1
         listener.on_quote(quote)
         # Orders match the true book, never the malformed quote.
-        self._match_working(book, ts)
+        if self._working[book.symbol]:
+            self._match_working(book, ts)
 
     @staticmethod
     def _malformed(book: _Book, quote: Quote) -> Quote:

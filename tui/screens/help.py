@@ -41,7 +41,7 @@ class HelpScreen(ModalScreen[None]):
                         yield Label(text, classes="help-text", markup=False)
                 if self.notes:
                     yield Static("\n".join(self.notes), id="help-notes", markup=False)
-            yield Label("? / Enter closes this help", id="help-footer")
+            yield Label("? / Enter closes this help; arrows scroll", id="help-footer")
 
     def action_close(self) -> None:
         self.dismiss(None)

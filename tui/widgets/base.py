@@ -17,6 +17,8 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.containers import Vertical
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widget import Widget
 from textual.widgets import DataTable, Label
 from textual.widgets.data_table import ColumnKey
@@ -90,6 +92,20 @@ class DiffTable(DataTable[Text]):
         "cell--alert",
         "cell--dim",
     }
+
+    # Widget declares virtual_size with layout=True, so every added row (a new order,
+    # a new alert) made Textual re-lay out the whole screen: ~30 ms at 120x40, the
+    # largest single block in the shared event loop. A table's box is sized by the
+    # .tcss, never by its rows; a longer or wider table only changes its scroll range.
+    # A ScrollView takes its scroll range from its own virtual_size (not from the
+    # layout), so updating the scrollbars is enough. When a scrollbar has to appear
+    # or vanish, `show_*_scrollbar` (layout=True) still asks for the layout it needs.
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
+
+    def watch_virtual_size(self, size: Size) -> None:
+        if self.is_mounted:
+            self._scroll_update(size)
+            self.refresh()
 
     def __init__(
         self,
@@ -182,11 +198,22 @@ class DiffTable(DataTable[Text]):
         cursor: bool = False,
         hover: bool = False,
     ) -> Any:
-        row_key = self._row_locations.get_key(row_index)
         column_key = self._column_locations.get_key(column_index)
-        if row_key is None or column_key is None:  # header and row labels: rare, uncached
+        if column_key is None:  # row labels: this table has none
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        value = self._data[row_key][column_key]
+        value: object
+        if row_index == -1:
+            # The header is redrawn with every refresh of the table; its labels never change.
+            row_key = self._header_row_key
+            value = self.columns[column_key].label
+        else:
+            found = self._row_locations.get_key(row_index)
+            if found is None:
+                return super()._render_cell(
+                    row_index, column_index, base_style, width, cursor, hover
+                )
+            row_key = found
+            value = self._data[row_key][column_key]
         key = (
             row_key,
             column_key,
@@ -202,11 +229,76 @@ class DiffTable(DataTable[Text]):
         if hit is not None and hit[0] is value:
             if hit[1] == row_index:
                 return hit[2]
-            lines = _relabel_row(hit[2], row_index, column_index)
+            lines: Any = _relabel_row(hit[2], row_index, column_index)
         else:
-            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+            lines = self._render_plain_cell(
+                value, row_index, column_index, base_style, width, cursor, hover
+            ) or super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         self._stable_cells[key] = (value, row_index, lines)
         return lines
+
+    def _render_plain_cell(
+        self,
+        value: object,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool,
+        hover: bool,
+    ) -> list[list[Segment]] | None:
+        """The segments DataTable would draw for a one-line, one-style Text cell, or None.
+
+        DataTable renders each changed cell through a full Rich pass (Padding inside
+        Styled through console.render_lines): ~0.1 ms a cell, half of a repaint when
+        20 quote rows change every tick. Every cell this table writes is a single
+        style, no-wrap, single-width Text on a one-line row, which comes down to
+        "pad, justify, crop, style". Anything else (wide characters, spans, the
+        header) returns None and goes the long way. tests/test_tui.py compares the
+        two renderings character by character and style by style.
+        """
+        if not isinstance(value, Text) or value.spans or self.cell_padding * 2 >= width:
+            return None
+        plain = value.plain
+        if "\n" in plain or "\t" in plain or cell_len(plain) != len(plain):
+            return None
+        row = self.rows.get(self._row_locations.get_key(row_index))  # type: ignore[arg-type]
+        if row is None or row.height != 1:
+            return None
+        pad = self.cell_padding
+        inner = width - 2 * pad
+        if len(plain) > inner:  # cropping is Rich's business (columns grow to fit anyway)
+            return None
+        justify = value.justify or "left"
+        if justify == "left":
+            text = plain.ljust(inner)
+        elif justify == "right":  # Rich strips trailing space before right-justifying
+            text = plain.rstrip().rjust(inner)
+        else:
+            return None
+        fixed = row_index < self.fixed_rows or column_index < self.fixed_columns
+        component_style, post_style = self._get_styles_to_render_cell(
+            False,
+            False,
+            fixed,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        pre = base_style + Style.from_meta({"row": row_index, "column": column_index})
+        pre += component_style
+        edge = pre + post_style if post_style else pre
+        body_style = value.style if isinstance(value.style, Style) else Style.parse(value.style)
+        body = pre + body_style
+        if post_style:
+            body += post_style
+        if not pad:
+            return [[Segment(text, body)]]
+        spaces = " " * pad
+        return [[Segment(spaces, edge), Segment(text, body), Segment(spaces, edge)]]
 
     def _clear_caches(self) -> None:
         super()._clear_caches()

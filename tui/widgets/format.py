@@ -42,6 +42,12 @@ def money(value: float | None) -> str:
     return f"{value:,.2f}"
 
 
+def whole_money(value: float | None) -> str:
+    if value is None or _missing(value):
+        return MISSING
+    return f"{value:,.0f}"
+
+
 def price(value: float | None) -> str:
     """Prices: 2 decimals, 4 below one dollar where cents are too coarse."""
     if value is None or _missing(value):

@@ -9,18 +9,19 @@ from textual.widgets import Label, ProgressBar
 from core.model import TradingState
 from core.snapshot import SystemSnapshot
 from tui.widgets.base import Pane, set_label_text
-from tui.widgets.format import money, sign_class, signed_money, signed_pct
+from tui.widgets.format import money, sign_class, signed_money, signed_pct, whole_money
 
-# (key, title, wide): pairs share a line; wide metrics take the whole line.
+# (key, title, wide): pairs share a line (left, right); wide metrics take the whole line.
+# Right-hand names stay short so each figure keeps its room at 120 columns (console.tcss).
 METRICS: tuple[tuple[str, str, bool], ...] = (
     ("total", "Total P&L", False),
-    ("realized", "Realized", False),
-    ("unrealized", "Unrealized", False),
-    ("commissions", "Commissions", False),
     ("equity", "Equity", False),
+    ("realized", "Realized", False),
     ("peak", "Peak", False),
+    ("unrealized", "Unrealized", False),
     ("drawdown", "Drawdown", False),
-    ("max_drawdown", "Max drawdown", False),
+    ("commissions", "Commissions", False),
+    ("max_drawdown", "Max DD", False),
     ("leverage", "Leverage", True),
     ("breaker", "Breaker", True),
     ("loss", "Loss limit", True),
@@ -77,8 +78,10 @@ class PnlPane(Pane):
         self._set("unrealized", signed_money(p.unrealized), sign_class(p.unrealized))
         # Commissions are a cost: shown as a negative amount.
         self._set("commissions", signed_money(-p.commissions), sign_class(-p.commissions))
-        self._set("equity", money(p.equity))
-        self._set("peak", money(p.peak_equity))
+        # Whole dollars: cents of a six- or seven-figure account are noise, and a
+        # 1,000,000.00 paper account would not fit beside its neighbour at 120 columns.
+        self._set("equity", whole_money(p.equity))
+        self._set("peak", whole_money(p.peak_equity))
         self._set("drawdown", signed_pct(-p.drawdown_pct), sign_class(-p.drawdown_pct))
         self._set("max_drawdown", signed_pct(-p.max_drawdown_pct), sign_class(-p.max_drawdown_pct))
         over = p.leverage > risk.max_leverage

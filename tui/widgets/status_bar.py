@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import tzinfo
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -16,15 +17,17 @@ from textual.widgets import Label
 
 from core.model import TradingMode, TradingState
 from core.snapshot import SystemSnapshot
+from core.system import STOP_FILE_REASON
 from tui.widgets.base import set_label_text
 
 MODE_LABEL = {TradingMode.SIM: "SIM", TradingMode.PAPER: "PAPER", TradingMode.LIVE: "LIVE"}
 
 
 class StatusBar(Vertical):
-    def __init__(self, tz: tzinfo, *, id: str = "status") -> None:
+    def __init__(self, tz: tzinfo, stop_file: Path | None = None, *, id: str = "status") -> None:
         super().__init__(id=id)
         self._tz = tz
+        self._stop_file = stop_file
         names = (
             "mode",
             "account",
@@ -71,9 +74,9 @@ class StatusBar(Vertical):
         self._set("account", snapshot.account_id or "no account")
         broker = snapshot.broker_name
         self._set("conn", f"{broker} connected" if snapshot.connected else f"{broker} DISCONNECTED")
-        self._set("state", f" {state} ")
+        self._set("state", f" {state_label(snapshot)} ")
         self._set("clock", snapshot.now.astimezone(self._tz).strftime("%H:%M:%S %Z"))
-        self._set("reason", _state_words(snapshot))
+        self._set("reason", state_words(snapshot, self._stop_file))
         self._set("health", _health(snapshot))
         self._set("strategy", snapshot.strategy_name)
         self._set(
@@ -81,12 +84,38 @@ class StatusBar(Vertical):
         )
 
 
-def _state_words(snapshot: SystemSnapshot) -> str:
+def state_label(snapshot: SystemSnapshot) -> str:
+    """The one word the operator reads first.
+
+    TRIPPED wins (money was lost and positions were closed); then a lost broker
+    connection, because while it lasts no order can be sent whatever the trading
+    state says (issue 4: "trading state shows DISCONNECTED"); then HALTED, naming
+    the STOP file when that is why, since only removing the file lets h resume.
+    """
     risk = snapshot.risk
     if risk.state is TradingState.TRIPPED:
-        return f"BREAKER: {risk.trip_reason or risk.state_reason} - r to review"
+        return "TRIPPED"
+    if not snapshot.connected:
+        return "DISCONNECTED"
+    if risk.state is TradingState.HALTED and risk.state_reason == STOP_FILE_REASON:
+        return f"HALTED ({STOP_FILE_REASON})"
+    return str(risk.state)
+
+
+def state_words(snapshot: SystemSnapshot, stop_file: Path | None = None) -> str:
+    """Why the state is what it is and what the operator can do about it."""
+    risk = snapshot.risk
+    if risk.state is TradingState.TRIPPED:
+        reason = risk.trip_reason or risk.state_reason
+        return f"BREAKER TRIPPED: {reason} - r to review"
+    if not snapshot.connected:
+        underneath = f"{risk.state}" + (f": {risk.state_reason}" if risk.state_reason else "")
+        return f"BROKER DISCONNECTED: no orders can be sent; reconnecting (state {underneath})"
     if risk.state is TradingState.HALTED:
-        return f"no new risk: {risk.state_reason or 'halted'} - h to resume"
+        if risk.state_reason == STOP_FILE_REASON:
+            where = str(stop_file) if stop_file is not None else "the STOP file"
+            return f"STOP file present: remove {where}, then h to resume"
+        return f"HALTED: {risk.state_reason or 'operator'} - no new risk; h to resume"
     return "new orders allowed"
 
 

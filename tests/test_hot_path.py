@@ -1,0 +1,214 @@
+"""The quote path's shortcuts give exactly what the plain code they replace gives.
+
+Each optimisation in the per-quote path (sim venue draws, feed validation, bus
+dispatch, bars, breaker checks, recorder rows) is checked here against the
+straightforward version: the library calls, the full validation, `quote_row`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+from core.bars import BarBuilder
+from core.brokers.sim import TICK, SimVenue, _Book
+from core.bus import EventBus
+from core.clock import SimClock
+from core.events import QuoteReceived, QuoteRejected
+from core.marketdata import MarketDataFeed
+from core.model import Bar, Fill, Quote, QuoteSource, Side
+from core.portfolio import Portfolio
+from storage.database import Database, quote_row
+from storage.recorder import Recorder
+
+T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------ sim venue
+
+
+def _reference_redraw(book: _Book) -> None:
+    """The venue's book redraw written with the library calls it inlines."""
+    rng = book.walk
+    book.half_spread = book.walk_mid * rng.uniform(1.0, 5.0) / 10_000.0 / 2.0
+    book.bid_size = rng.randint(1, 10) * 100
+    book.ask_size = rng.randint(1, 10) * 100
+    centre = round(book.walk_mid / (TICK / 2))
+    half = max(1, round(book.half_spread / (TICK / 2)))
+    if (centre - half) % 2:
+        half += 1
+    centre = max(centre, half + 2)
+    book.bid = round((centre - half) * TICK / 2, 2)
+    book.ask = round((centre + half) * TICK / 2, 2)
+
+
+def test_inlined_book_redraw_keeps_every_seeds_stream() -> None:
+    prices = random.Random(3)
+    for seed in range(200):
+        fast = _Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
+        slow = _Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
+        for _ in range(50):
+            mid = prices.choice([0.01, 0.02, 0.5, 3.3, 20.0, 123.456, 499.99, 5_000.0])
+            mid *= prices.uniform(0.9, 1.1)
+            fast.walk_mid = slow.walk_mid = mid
+            SimVenue._redraw_book(fast)
+            _reference_redraw(slow)
+            assert (fast.bid, fast.ask, fast.bid_size, fast.ask_size, fast.half_spread) == (
+                slow.bid,
+                slow.ask,
+                slow.bid_size,
+                slow.ask_size,
+                slow.half_spread,
+            )
+        assert fast.walk.getstate() == slow.walk.getstate()
+
+
+# ------------------------------------------------------------------ feed
+
+
+class _ReferenceFeed(MarketDataFeed):
+    """The validation as it reads in `_invalid_reason`, with no fast path."""
+
+    def on_raw_quote(self, quote: Quote) -> bool:
+        reason = self._invalid_reason(quote)
+        if reason is not None:
+            self._reject(quote.symbol, reason)
+            return False
+        self._accept(self._state[quote.symbol], quote, quote.mid)
+        return True
+
+
+def test_feed_fast_path_accepts_and_rejects_exactly_like_full_validation() -> None:
+    rng = random.Random(11)
+    fast_seen: list[object] = []
+    slow_seen: list[object] = []
+    feeds = []
+    for cls, seen in ((MarketDataFeed, fast_seen), (_ReferenceFeed, slow_seen)):
+        bus = EventBus()
+        bus.subscribe_all(seen.append)
+        feeds.append(
+            cls(bus, SimClock(T0), ("A", "B"), max_jump_pct=5, stale_after_seconds=10)
+        )
+    fast, slow = feeds
+    specials = [math.nan, math.inf, -math.inf, 0.0, -1.0]
+    mid = 100.0
+    for i in range(20_000):
+        mid *= math.exp(rng.gauss(0, 0.02))  # sometimes jumps beyond 5%
+        bid, ask = mid - 0.01, mid + 0.01
+        roll = rng.random()
+        if roll < 0.02:
+            bid = rng.choice(specials)
+        elif roll < 0.04:
+            ask = rng.choice(specials)
+        elif roll < 0.05:
+            bid, ask = ask, bid  # crossed
+        elif roll < 0.06:
+            bid = ask  # locked: allowed
+        last = None if rng.random() < 0.7 else rng.choice([mid, *specials])
+        sizes = (-1, 100) if rng.random() < 0.01 else (100, 200)
+        symbol = rng.choice(["A", "B", "B", "ZZZ"])
+        quote = Quote(symbol, T0 + timedelta(seconds=i), bid, ask, *sizes, last)
+        assert fast.on_raw_quote(quote) == slow.on_raw_quote(quote), quote
+    assert fast.accepted == slow.accepted and fast.rejected == slow.rejected
+    assert [type(e) for e in fast_seen] == [type(e) for e in slow_seen]
+    assert [e.reason for e in fast_seen if isinstance(e, QuoteRejected)] == [
+        e.reason for e in slow_seen if isinstance(e, QuoteRejected)
+    ]
+    assert fast.accepted and fast.rejected  # both paths were exercised
+
+
+# ------------------------------------------------------------------ bus
+
+
+def test_bus_runs_typed_handlers_then_catch_alls_and_snapshots_per_publish() -> None:
+    bus = EventBus()
+    calls: list[str] = []
+    bus.subscribe_all(lambda e: calls.append("all"))
+    unsubscribe_typed = bus.subscribe(int, lambda e: calls.append("typed"))
+
+    def late(e: object) -> None:
+        calls.append("late")
+
+    def subscribe_during_publish(e: object) -> None:
+        calls.append("adder")
+        bus.subscribe(int, late)
+
+    unsubscribe_adder = bus.subscribe(int, subscribe_during_publish)
+    bus.publish(1)
+    assert calls == ["typed", "adder", "all"]  # `late` joined after this event's dispatch
+    calls.clear()
+    unsubscribe_adder()
+    bus.publish(2)
+    assert calls == ["typed", "late", "all"]
+    calls.clear()
+    unsubscribe_typed()
+    bus.publish(3)
+    bus.publish("other type")
+    assert calls == ["late", "all", "all"]
+
+
+# ------------------------------------------------------------------ bars
+
+
+def test_bars_match_bucket_arithmetic_for_unordered_and_other_timezone_quotes() -> None:
+    interval = 7
+    got: list[Bar] = []
+    builder = BarBuilder(interval, got.append)
+    expected: list[tuple[datetime, float]] = []
+    open_start: datetime | None = None
+    rng = random.Random(5)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    tz = timezone(timedelta(hours=-5))
+    ts = T0
+    for _ in range(5_000):
+        ts += timedelta(milliseconds=rng.choice([1, 250, 900, 3_000, -4_000]))
+        when = ts.astimezone(tz) if rng.random() < 0.3 else ts
+        start = when - (when - epoch) % timedelta(seconds=interval)
+        if open_start is not None and start != open_start:
+            expected.append((open_start, 0.0))
+        open_start = start
+        builder.on_quote(Quote("A", when, 10.0, 10.02))
+    assert [b.start for b in got] == [s for s, _ in expected]
+    assert all(b.end - b.start == timedelta(seconds=interval) for b in got)
+
+
+# ------------------------------------------------------------------ portfolio
+
+
+def test_mark_reports_whether_equity_can_have_moved() -> None:
+    p = Portfolio(10_000.0)
+    assert not p.mark("AAPL", 10.0)  # no position yet
+    p.apply_fill(Fill("E1", "C1", "AAPL", Side.BUY, 100, 10.0, 1.0, T0))
+    equity = p.equity
+    assert p.mark("AAPL", 11.0) and p.equity == equity + 100.0
+    assert p.daily_pnl == p.equity - 10_000.0
+    p.apply_fill(Fill("E2", "C2", "AAPL", Side.SELL, 100, 11.0, 1.0, T0))
+    assert not p.mark("AAPL", 12.0)  # flat again: equity cannot move
+    assert p.drawdown_pct == 0.0
+
+
+# ------------------------------------------------------------------ recorder
+
+
+async def test_recorder_quote_rows_are_quote_row(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "t.db")
+    try:
+        bus = EventBus()
+        recorder = Recorder(db, bus, flush_rows=1_000_000)
+        quotes = []
+        ts = T0 - timedelta(microseconds=3)
+        for i in range(3_000):
+            ts += timedelta(microseconds=[1, 999_999, 123_457, 1_000_000][i % 4])
+            quotes.append(Quote("A", ts, 1.0, 1.01, 100, 200, None, QuoteSource.SIM))
+        quotes.append(Quote("B", ts.astimezone(timezone(timedelta(hours=2))), 2.0, 2.5, 1, 2))
+        quotes.append(Quote("C", ts.replace(tzinfo=None), 2.0, 2.5, 1, 2, 2.2, QuoteSource.POLL))
+        quotes.append(Quote("D", ts, 3.0, 3.5, 1, 2, None, QuoteSource.REPLAY))
+        for q in quotes:
+            bus.publish(QuoteReceived(q))
+        assert recorder._pending["quotes"] == [quote_row(q) for q in quotes]
+        assert recorder.pending_rows == len(quotes)
+        await recorder.stop()
+    finally:
+        await db.close()
