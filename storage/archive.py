@@ -48,15 +48,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from core.model import Quote, QuoteSource
-from storage.database import (
-    DAY_COLUMNS,
-    Database,
-    Row,
-    check_table,
-    day_bounds,
-    from_db_ts,
-    to_db_ts,
-)
+from storage.database import Database
+from storage.rows import day_bounds, from_db_ts, to_db_ts
+from storage.schema import DAY_COLUMNS, Row, check_table
 
 _TS = pa.timestamp("us", tz="UTC")
 _IMPORT_BATCH_ROWS = 50_000

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,286 +24,43 @@ import aiosqlite
 from loguru import logger
 
 from core.events import DailyPnlRecorded, TradingStateChanged
-from core.heartbeat import HeartbeatRecord, HeartbeatState
+from core.heartbeat import HeartbeatRecord
 from core.model import (
-    Alert,
     Bar,
     Fill,
     Order,
     OrderStatus,
-    OrderType,
     Quote,
-    QuoteSource,
-    Side,
     TradingState,
 )
-
-Row = tuple[Any, ...]
-
-# Each entry is one schema version: applying MIGRATIONS[i] takes a database from
-# user_version i to i + 1. Never edit a released entry; append a new one.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE quotes (
-        symbol TEXT NOT NULL, ts TEXT NOT NULL, bid REAL NOT NULL, ask REAL NOT NULL,
-        bid_size INTEGER NOT NULL, ask_size INTEGER NOT NULL, last REAL, source TEXT NOT NULL
-    );
-    CREATE INDEX ix_quotes_symbol_ts ON quotes (symbol, ts);
-    CREATE INDEX ix_quotes_ts ON quotes (ts);
-
-    CREATE TABLE bars (
-        symbol TEXT NOT NULL, start TEXT NOT NULL, "end" TEXT NOT NULL, open REAL NOT NULL,
-        high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL, ticks INTEGER NOT NULL
-    );
-    CREATE INDEX ix_bars_symbol_start ON bars (symbol, start);
-    CREATE INDEX ix_bars_start ON bars (start);
-
-    CREATE TABLE orders (
-        client_order_id TEXT PRIMARY KEY, symbol TEXT NOT NULL, side TEXT NOT NULL,
-        quantity INTEGER NOT NULL, order_type TEXT NOT NULL, limit_price REAL,
-        status TEXT NOT NULL, reason TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT,
-        filled_quantity INTEGER NOT NULL, avg_fill_price REAL NOT NULL,
-        commission REAL NOT NULL, broker_order_id TEXT, last_message TEXT NOT NULL,
-        reduce_only INTEGER NOT NULL
-    );
-    CREATE INDEX ix_orders_created_at ON orders (created_at);
-    CREATE INDEX ix_orders_status ON orders (status);
-
-    CREATE TABLE order_events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, client_order_id TEXT NOT NULL, ts TEXT NOT NULL,
-        status TEXT NOT NULL, filled_quantity INTEGER NOT NULL, avg_fill_price REAL NOT NULL,
-        message TEXT NOT NULL
-    );
-    CREATE INDEX ix_order_events_order ON order_events (client_order_id);
-    CREATE INDEX ix_order_events_ts ON order_events (ts);
-
-    CREATE TABLE fills (
-        exec_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, symbol TEXT NOT NULL,
-        side TEXT NOT NULL, quantity INTEGER NOT NULL, price REAL NOT NULL,
-        commission REAL NOT NULL, ts TEXT NOT NULL
-    );
-    CREATE INDEX ix_fills_ts ON fills (ts);
-    CREATE INDEX ix_fills_order ON fills (client_order_id);
-
-    CREATE TABLE daily_pnl (
-        day TEXT PRIMARY KEY, realized REAL NOT NULL, unrealized REAL NOT NULL,
-        commissions REAL NOT NULL, total REAL NOT NULL, peak_equity REAL NOT NULL,
-        max_drawdown_pct REAL NOT NULL, ts TEXT NOT NULL
-    );
-
-    CREATE TABLE risk_events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, kind TEXT NOT NULL,
-        symbol TEXT, detail TEXT NOT NULL
-    );
-    CREATE INDEX ix_risk_events_ts ON risk_events (ts);
-    CREATE INDEX ix_risk_events_kind ON risk_events (kind, ts);
-
-    CREATE TABLE alerts (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, severity TEXT NOT NULL,
-        key TEXT NOT NULL, message TEXT NOT NULL, delivery TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX ix_alerts_ts ON alerts (ts);
-
-    CREATE TABLE trading_state_changes (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, previous TEXT NOT NULL,
-        state TEXT NOT NULL, reason TEXT NOT NULL
-    );
-    CREATE INDEX ix_trading_state_changes_ts ON trading_state_changes (ts);
-    """,
-    # 2: the heartbeat (one row, overwritten) read by the watchdog, and a lookup for
-    # delivery updates of alerts this process no longer holds a row id for.
-    """
-    CREATE TABLE heartbeat (
-        id INTEGER PRIMARY KEY CHECK (id = 1), ts TEXT NOT NULL, pid INTEGER NOT NULL,
-        state TEXT NOT NULL, started_at TEXT
-    );
-    CREATE INDEX ix_alerts_key_ts ON alerts (key, ts);
-    """,
+from storage.rows import (
+    HEARTBEAT_UPSERT_SQL,
+    AlertRecord,
+    RiskEventRecord,
+    bar_from_row,
+    day_bounds,
+    fill_from_row,
+    fill_row,
+    from_db_ts,
+    heartbeat_from_row,
+    heartbeat_row,
+    order_from_row,
+    order_row,
+    quote_from_row,
+    to_db_ts,
 )
-
-SCHEMA_VERSION = len(MIGRATIONS)
-
-# Every column of every table, in schema order (what archive export/import carries).
-TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    table: tuple(columns.split())
-    for table, columns in {
-        "quotes": "symbol ts bid ask bid_size ask_size last source",
-        "bars": "symbol start end open high low close ticks",
-        "orders": "client_order_id symbol side quantity order_type limit_price status reason"
-        " created_at updated_at filled_quantity avg_fill_price commission broker_order_id"
-        " last_message reduce_only",
-        "order_events": "id client_order_id ts status filled_quantity avg_fill_price message",
-        "fills": "exec_id client_order_id symbol side quantity price commission ts",
-        "daily_pnl": "day realized unrealized commissions total peak_equity max_drawdown_pct ts",
-        "risk_events": "id ts kind symbol detail",
-        "alerts": "id ts severity key message delivery",
-        "trading_state_changes": "id ts previous state reason",
-    }.items()
-}
-
-# Tables whose ``id`` is assigned by SQLite: live writers leave it out.
-_AUTO_ID_TABLES = frozenset({"order_events", "risk_events", "alerts", "trading_state_changes"})
-
-# Primary key for tables where a repeated row must replace the stored one.
-_UPSERT_KEYS: dict[str, str] = {"orders": "client_order_id", "daily_pnl": "day"}
-
-# Which column puts a row into a UTC day for archiving.
-DAY_COLUMNS: dict[str, str] = {
-    "quotes": "ts",
-    "bars": "start",
-    "orders": "created_at",
-    "order_events": "ts",
-    "fills": "ts",
-    "daily_pnl": "day",
-    "risk_events": "ts",
-    "alerts": "ts",
-    "trading_state_changes": "ts",
-}
-
-# The order in which a batch is written: orders before their events.
-WRITE_ORDER: tuple[str, ...] = tuple(TABLE_COLUMNS)
-
-
-class SchemaVersionError(RuntimeError):
-    """The database was written by a newer trading-console than this one."""
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    id: int
-    ts: datetime
-    severity: str
-    key: str
-    message: str
-    delivery: str
-
-
-@dataclass(frozen=True, slots=True)
-class RiskEventRecord:
-    id: int
-    ts: datetime
-    kind: str
-    symbol: str | None
-    detail: str
-
-
-# --------------------------------------------------------------------------- timestamps
-
-
-def to_db_ts(ts: datetime) -> str:
-    """Fixed-width ISO-8601 UTC text; naive datetimes are taken to be UTC already."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    elif ts.tzinfo is not UTC:
-        ts = ts.astimezone(UTC)
-    return ts.isoformat(timespec="microseconds")
-
-
-def from_db_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def _opt_ts(text: str | None) -> datetime | None:
-    return None if text is None else from_db_ts(text)
-
-
-def day_bounds(day: date) -> tuple[str, str]:
-    """Half-open [start, end) text bounds of a UTC day."""
-    start = datetime.combine(day, time(0), tzinfo=UTC)
-    return to_db_ts(start), to_db_ts(start + timedelta(days=1))
-
-
-# --------------------------------------------------------------------------- rows
-# Column order matches the write columns (TABLE_COLUMNS minus auto ids).
-
-
-def quote_row(q: Quote) -> Row:
-    return (q.symbol, to_db_ts(q.ts), q.bid, q.ask, q.bid_size, q.ask_size, q.last, str(q.source))
-
-
-def bar_row(b: Bar) -> Row:
-    return (b.symbol, to_db_ts(b.start), to_db_ts(b.end), b.open, b.high, b.low, b.close, b.ticks)
-
-
-def order_row(o: Order) -> Row:
-    return (
-        o.client_order_id,
-        o.symbol,
-        str(o.side),
-        o.quantity,
-        str(o.order_type),
-        o.limit_price,
-        str(o.status),
-        o.reason,
-        to_db_ts(o.created_at),
-        None if o.updated_at is None else to_db_ts(o.updated_at),
-        o.filled_quantity,
-        o.avg_fill_price,
-        o.commission,
-        o.broker_order_id,
-        o.last_message,
-        int(o.reduce_only),
-    )
-
-
-def order_event_row(o: Order, ts: datetime, message: str) -> Row:
-    return (
-        o.client_order_id,
-        to_db_ts(ts),
-        str(o.status),
-        o.filled_quantity,
-        o.avg_fill_price,
-        message,
-    )
-
-
-def fill_row(f: Fill) -> Row:
-    return (
-        f.exec_id,
-        f.client_order_id,
-        f.symbol,
-        str(f.side),
-        f.quantity,
-        f.price,
-        f.commission,
-        to_db_ts(f.ts),
-    )
-
-
-def daily_pnl_row(e: DailyPnlRecorded) -> Row:
-    return (
-        e.day,
-        e.realized,
-        e.unrealized,
-        e.commissions,
-        e.total,
-        e.peak_equity,
-        e.max_drawdown_pct,
-        to_db_ts(e.ts),
-    )
-
-
-def risk_event_row(ts: datetime, kind: str, symbol: str | None, detail: str) -> Row:
-    return (to_db_ts(ts), kind, symbol, detail)
-
-
-def alert_row(a: Alert, delivery: str = "") -> Row:
-    return (to_db_ts(a.ts), str(a.severity), a.key, a.message, delivery)
-
-
-def heartbeat_row(h: HeartbeatRecord) -> Row:
-    started = None if h.started_at is None else to_db_ts(h.started_at)
-    return (to_db_ts(h.ts), h.pid, str(h.state), started)
-
-
-def _heartbeat_from_row(r: Sequence[Any]) -> HeartbeatRecord:
-    return HeartbeatRecord(from_db_ts(r[0]), int(r[1]), HeartbeatState(r[2]), _opt_ts(r[3]))
-
-
-_HEARTBEAT_UPSERT_SQL = (
-    "INSERT INTO heartbeat (id, ts, pid, state, started_at) VALUES (1, ?, ?, ?, ?) "
-    "ON CONFLICT(id) DO UPDATE SET ts = excluded.ts, pid = excluded.pid, "
-    "state = excluded.state, started_at = excluded.started_at"
+from storage.schema import (
+    DAY_COLUMNS,
+    IMPORT_SQL,
+    LIVE_WRITE_SQL,
+    MIGRATIONS,
+    NEW_ORDER_SQL,
+    TABLE_COLUMNS,
+    WRITE_ORDER,
+    Row,
+    SchemaVersionError,
+    check_table,
+    quoted,
 )
 
 
@@ -325,98 +81,9 @@ def read_heartbeat(path: Path | str) -> HeartbeatRecord | None:
     except sqlite3.Error:
         return None  # older schema without the table, or locked beyond the timeout
     try:
-        return None if row is None else _heartbeat_from_row(row)
+        return None if row is None else heartbeat_from_row(row)
     except (ValueError, TypeError):
         return None
-
-
-def state_change_row(e: TradingStateChanged) -> Row:
-    return (to_db_ts(e.ts), str(e.previous), str(e.state), e.reason)
-
-
-def _order_from_row(r: Sequence[Any]) -> Order:
-    return Order(
-        client_order_id=r[0],
-        symbol=r[1],
-        side=Side(r[2]),
-        quantity=r[3],
-        order_type=OrderType(r[4]),
-        limit_price=r[5],
-        status=OrderStatus(r[6]),
-        reason=r[7],
-        created_at=from_db_ts(r[8]),
-        updated_at=_opt_ts(r[9]),
-        filled_quantity=r[10],
-        avg_fill_price=r[11],
-        commission=r[12],
-        broker_order_id=r[13],
-        last_message=r[14],
-        reduce_only=bool(r[15]),
-    )
-
-
-def _fill_from_row(r: Sequence[Any]) -> Fill:
-    return Fill(r[0], r[1], r[2], Side(r[3]), r[4], r[5], r[6], from_db_ts(r[7]))
-
-
-def _quote_from_row(r: Sequence[Any]) -> Quote:
-    return Quote(r[0], from_db_ts(r[1]), r[2], r[3], r[4], r[5], r[6], QuoteSource(r[7]))
-
-
-def _bar_from_row(r: Sequence[Any]) -> Bar:
-    return Bar(r[0], from_db_ts(r[1]), from_db_ts(r[2]), r[3], r[4], r[5], r[6], r[7])
-
-
-# --------------------------------------------------------------------------- SQL text
-
-
-def write_columns(table: str) -> tuple[str, ...]:
-    """Columns a live writer supplies: everything but SQLite-assigned ids."""
-    columns = TABLE_COLUMNS[table]
-    return columns[1:] if table in _AUTO_ID_TABLES else columns
-
-
-def _quoted(columns: Iterable[str]) -> str:
-    # "end" is an SQL keyword; quoting every name keeps the generator simple.
-    return ", ".join(f'"{c}"' for c in columns)
-
-
-def _insert_sql(table: str, columns: Sequence[str], *, ignore: bool) -> str:
-    verb = "INSERT OR IGNORE" if ignore else "INSERT"
-    marks = ", ".join("?" * len(columns))
-    return f"{verb} INTO {table} ({_quoted(columns)}) VALUES ({marks})"
-
-
-def _upsert_sql(table: str, key: str) -> str:
-    columns = write_columns(table)
-    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key)
-    return f"{_insert_sql(table, columns, ignore=False)} ON CONFLICT({key}) DO UPDATE SET {updates}"
-
-
-def _live_write_sql(table: str) -> str:
-    if table in _UPSERT_KEYS:
-        return _upsert_sql(table, _UPSERT_KEYS[table])
-    # Fills arrive again after reconnects; the exec id makes the second one a no-op.
-    return _insert_sql(table, write_columns(table), ignore=table == "fills")
-
-
-_LIVE_WRITE_SQL: dict[str, str] = {t: _live_write_sql(t) for t in TABLE_COLUMNS}
-# A new order's journal row: a plain INSERT, so a reused client order id fails loudly
-# instead of overwriting the record of an order the broker already has.
-_NEW_ORDER_SQL = _insert_sql("orders", write_columns("orders"), ignore=False)
-_IMPORT_SQL: dict[str, str] = {
-    t: _insert_sql(t, cols, ignore=True) for t, cols in TABLE_COLUMNS.items()
-}
-
-
-def check_table(table: str) -> str:
-    if table not in TABLE_COLUMNS:
-        known = ", ".join(TABLE_COLUMNS)
-        raise ValueError(f"unknown table {table!r}; expected one of: {known}")
-    return table
-
-
-# --------------------------------------------------------------------------- database
 
 
 class Database:
@@ -487,7 +154,7 @@ class Database:
         self._require_transaction()
         if not rows:
             return 0
-        cursor = await self._conn.executemany(_LIVE_WRITE_SQL[table], rows)
+        cursor = await self._conn.executemany(LIVE_WRITE_SQL[table], rows)
         return max(cursor.rowcount, 0)
 
     async def import_rows_in_transaction(self, table: str, rows: Sequence[Row]) -> int:
@@ -497,7 +164,7 @@ class Database:
         self._require_transaction()
         if not rows:
             return 0
-        cursor = await self._conn.executemany(_IMPORT_SQL[check_table(table)], rows)
+        cursor = await self._conn.executemany(IMPORT_SQL[check_table(table)], rows)
         return max(cursor.rowcount, 0)
 
     async def write_batch(self, batch: Mapping[str, Sequence[Row]]) -> int:
@@ -522,7 +189,7 @@ class Database:
     async def insert_new_order_in_transaction(self, row: Row) -> None:
         """Journal a new order; raises sqlite3.IntegrityError when its id exists already."""
         self._require_transaction()
-        await self._conn.execute(_NEW_ORDER_SQL, row)
+        await self._conn.execute(NEW_ORDER_SQL, row)
 
     async def insert_alerts_in_transaction(self, rows: Sequence[Row]) -> list[int]:
         """Insert alert rows (write_columns order) one by one inside an open
@@ -530,7 +197,7 @@ class Database:
         self._require_transaction()
         ids: list[int] = []
         for row in rows:
-            cursor = await self._conn.execute(_LIVE_WRITE_SQL["alerts"], row)
+            cursor = await self._conn.execute(LIVE_WRITE_SQL["alerts"], row)
             ids.append(int(cursor.lastrowid or 0))
         return ids
 
@@ -562,11 +229,11 @@ class Database:
     async def write_heartbeat(self, record: HeartbeatRecord) -> None:
         """Overwrite the one heartbeat row (implements core.heartbeat.HeartbeatStore)."""
         async with self.transaction():
-            await self._conn.execute(_HEARTBEAT_UPSERT_SQL, heartbeat_row(record))
+            await self._conn.execute(HEARTBEAT_UPSERT_SQL, heartbeat_row(record))
 
     async def heartbeat(self) -> HeartbeatRecord | None:
         row = await self._fetchone("SELECT ts, pid, state, started_at FROM heartbeat WHERE id = 1")
-        return None if row is None else _heartbeat_from_row(row)
+        return None if row is None else heartbeat_from_row(row)
 
     async def upsert_order(self, order: Order) -> None:
         async with self.transaction():
@@ -581,19 +248,19 @@ class Database:
 
     async def order(self, client_order_id: str) -> Order | None:
         row = await self._fetchone(
-            f"SELECT {_quoted(TABLE_COLUMNS['orders'])} FROM orders WHERE client_order_id = ?",
+            f"SELECT {quoted(TABLE_COLUMNS['orders'])} FROM orders WHERE client_order_id = ?",
             (client_order_id,),
         )
-        return None if row is None else _order_from_row(row)
+        return None if row is None else order_from_row(row)
 
     async def orders_since(self, ts: datetime) -> list[Order]:
         """Orders created at or after ``ts``, oldest first."""
         rows = await self._fetchall(
-            f"SELECT {_quoted(TABLE_COLUMNS['orders'])} FROM orders "
+            f"SELECT {quoted(TABLE_COLUMNS['orders'])} FROM orders "
             "WHERE created_at >= ? ORDER BY created_at, client_order_id",
             (to_db_ts(ts),),
         )
-        return [_order_from_row(r) for r in rows]
+        return [order_from_row(r) for r in rows]
 
     async def working_orders(self) -> list[Order]:
         """Journaled orders not in a terminal state: what to match against the broker
@@ -601,18 +268,18 @@ class Database:
         terminal = [str(s) for s in OrderStatus if s.is_terminal]
         marks = ", ".join("?" * len(terminal))
         rows = await self._fetchall(
-            f"SELECT {_quoted(TABLE_COLUMNS['orders'])} FROM orders "
+            f"SELECT {quoted(TABLE_COLUMNS['orders'])} FROM orders "
             f"WHERE status NOT IN ({marks}) ORDER BY created_at",
             terminal,
         )
-        return [_order_from_row(r) for r in rows]
+        return [order_from_row(r) for r in rows]
 
     async def fills_since(self, ts: datetime) -> list[Fill]:
         rows = await self._fetchall(
-            f"SELECT {_quoted(TABLE_COLUMNS['fills'])} FROM fills WHERE ts >= ? ORDER BY ts",
+            f"SELECT {quoted(TABLE_COLUMNS['fills'])} FROM fills WHERE ts >= ? ORDER BY ts",
             (to_db_ts(ts),),
         )
-        return [_fill_from_row(r) for r in rows]
+        return [fill_from_row(r) for r in rows]
 
     async def fill_count(self) -> int:
         row = await self._fetchone("SELECT COUNT(*) FROM fills")
@@ -622,7 +289,7 @@ class Database:
         """Raw order_events rows for one order (id, client_order_id, ts, status,
         filled_quantity, avg_fill_price, message), oldest first."""
         return await self._fetchall(
-            f"SELECT {_quoted(TABLE_COLUMNS['order_events'])} FROM order_events "
+            f"SELECT {quoted(TABLE_COLUMNS['order_events'])} FROM order_events "
             "WHERE client_order_id = ? ORDER BY id",
             (client_order_id,),
         )
@@ -630,7 +297,7 @@ class Database:
     async def recent_alerts(self, limit: int = 50) -> list[AlertRecord]:
         """Newest first."""
         rows = await self._fetchall(
-            f"SELECT {_quoted(TABLE_COLUMNS['alerts'])} FROM alerts ORDER BY id DESC LIMIT ?",
+            f"SELECT {quoted(TABLE_COLUMNS['alerts'])} FROM alerts ORDER BY id DESC LIMIT ?",
             (limit,),
         )
         return [AlertRecord(r[0], from_db_ts(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
@@ -646,7 +313,7 @@ class Database:
         ]
 
     async def risk_events(self, kind: str | None = None) -> list[RiskEventRecord]:
-        columns = _quoted(TABLE_COLUMNS["risk_events"])
+        columns = quoted(TABLE_COLUMNS["risk_events"])
         if kind is None:
             rows = await self._fetchall(f"SELECT {columns} FROM risk_events ORDER BY id")
         else:
@@ -657,7 +324,7 @@ class Database:
 
     async def daily_pnl(self, day: date | str) -> DailyPnlRecorded | None:
         row = await self._fetchone(
-            f"SELECT {_quoted(TABLE_COLUMNS['daily_pnl'])} FROM daily_pnl WHERE day = ?",
+            f"SELECT {quoted(TABLE_COLUMNS['daily_pnl'])} FROM daily_pnl WHERE day = ?",
             (str(day),),
         )
         if row is None:
@@ -670,20 +337,20 @@ class Database:
     async def quotes(self, symbol: str, start: datetime, end: datetime) -> list[Quote]:
         """Quotes with ``start <= ts < end``, in time order."""
         rows = await self._fetchall(
-            f"SELECT {_quoted(TABLE_COLUMNS['quotes'])} FROM quotes "
+            f"SELECT {quoted(TABLE_COLUMNS['quotes'])} FROM quotes "
             "WHERE symbol = ? AND ts >= ? AND ts < ? ORDER BY ts, rowid",
             (symbol, to_db_ts(start), to_db_ts(end)),
         )
-        return [_quote_from_row(r) for r in rows]
+        return [quote_from_row(r) for r in rows]
 
     async def bars(self, symbol: str, start: datetime, end: datetime) -> list[Bar]:
         """Bars that start in ``[start, end)``, in time order."""
         rows = await self._fetchall(
-            f"SELECT {_quoted(TABLE_COLUMNS['bars'])} FROM bars "
+            f"SELECT {quoted(TABLE_COLUMNS['bars'])} FROM bars "
             "WHERE symbol = ? AND start >= ? AND start < ? ORDER BY start, rowid",
             (symbol, to_db_ts(start), to_db_ts(end)),
         )
-        return [_bar_from_row(r) for r in rows]
+        return [bar_from_row(r) for r in rows]
 
     async def count(self, table: str) -> int:
         row = await self._fetchone(f"SELECT COUNT(*) FROM {check_table(table)}")
@@ -701,7 +368,7 @@ class Database:
         else:
             where, params = f'"{column}" >= ? AND "{column}" < ?', day_bounds(day)
         sql = (
-            f"SELECT {_quoted(TABLE_COLUMNS[table])} FROM {table} "
+            f"SELECT {quoted(TABLE_COLUMNS[table])} FROM {table} "
             f'WHERE {where} ORDER BY "{column}", rowid'
         )
         async with self._conn.execute(sql, params) as cursor:

@@ -50,10 +50,9 @@ from core.events import (
 )
 from core.model import Alert, Order, QuoteSource
 from core.recovery import RecoveredState
-from storage.database import (
-    WRITE_ORDER,
-    Database,
-    Row,
+from storage.database import Database
+from storage.recovery import load_recovery
+from storage.rows import (
     alert_row,
     bar_row,
     daily_pnl_row,
@@ -64,7 +63,7 @@ from storage.database import (
     state_change_row,
     to_db_ts,
 )
-from storage.recovery import load_recovery
+from storage.schema import WRITE_ORDER, Row
 
 # Market data can be re-fetched or lived without; the audit trail cannot.
 # When writes keep failing, these are dropped (oldest first) to bound memory.

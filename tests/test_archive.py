@@ -51,8 +51,10 @@ from storage.archive import (
     prune_quotes,
     read_parquet_table,
 )
-from storage.database import TABLE_COLUMNS, Database, quote_row
+from storage.database import Database
 from storage.recorder import Recorder
+from storage.rows import quote_row
+from storage.schema import TABLE_COLUMNS
 from tests.helpers import settings
 from tui.archive_cmd import EndOfDayArchiver, run_export, run_import, run_prune, stop_archiver
 

@@ -23,21 +23,17 @@ from core.model import (
     Side,
     TradingState,
 )
-from storage.database import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    TABLE_COLUMNS,
-    Database,
-    SchemaVersionError,
+from storage.database import Database, init_database
+from storage.rows import (
     alert_row,
     bar_row,
     daily_pnl_row,
-    init_database,
     quote_row,
     risk_event_row,
     state_change_row,
     to_db_ts,
 )
+from storage.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_COLUMNS, SchemaVersionError
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 

@@ -43,7 +43,7 @@ from tui.widgets.quotes import QuotesPane
 from tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from storage.database import AlertRecord
+    from storage.rows import AlertRecord
     from tui.runtime import Runtime
 
 EXIT_OK, EXIT_CRASH = 0, 1
