@@ -159,6 +159,9 @@ class TmuxConsole:
 
     def kill(self) -> None:
         self.tmux("kill-server", check=False)
+        # A server that ended with its last session leaves its socket file behind.
+        tmpdir = os.environ.get("TMUX_TMPDIR", "/tmp")
+        Path(tmpdir, f"tmux-{os.getuid()}", self.socket).unlink(missing_ok=True)
 
 
 @pytest.fixture

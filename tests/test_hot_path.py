@@ -88,9 +88,7 @@ def test_feed_fast_path_accepts_and_rejects_exactly_like_full_validation() -> No
     for cls, seen in ((MarketDataFeed, fast_seen), (_ReferenceFeed, slow_seen)):
         bus = EventBus()
         bus.subscribe_all(seen.append)
-        feeds.append(
-            cls(bus, SimClock(T0), ("A", "B"), max_jump_pct=5, stale_after_seconds=10)
-        )
+        feeds.append(cls(bus, SimClock(T0), ("A", "B"), max_jump_pct=5, stale_after_seconds=10))
     fast, slow = feeds
     specials = [math.nan, math.inf, -math.inf, 0.0, -1.0]
     mid = 100.0
@@ -186,7 +184,10 @@ def test_mark_reports_whether_equity_can_have_moved() -> None:
     assert p.daily_pnl == p.equity - 10_000.0
     p.apply_fill(Fill("E2", "C2", "AAPL", Side.SELL, 100, 11.0, 1.0, T0))
     assert not p.mark("AAPL", 12.0)  # flat again: equity cannot move
-    assert p.drawdown_pct == 0.0
+    peak = 10_000.0 + 100.0 - 1.0
+    assert p.drawdown_pct == (peak - p.equity) / peak * 100.0  # the second commission
+    p.apply_fill(Fill("E3", "C3", "AAPL", Side.BUY, 10, 12.0, 0.0, T0))
+    assert p.mark("AAPL", 2_000.0) and p.drawdown_pct == 0.0  # a new peak
 
 
 # ------------------------------------------------------------------ recorder

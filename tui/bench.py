@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import resource
 import sqlite3
 import tempfile
@@ -41,7 +42,7 @@ from core.bus import EventBus
 from core.clock import SimClock
 from core.config import load_settings
 from core.events import BarClosed, OrderSubmitted
-from core.model import Fill, OrderStatusUpdate, Quote, QuoteSource
+from core.model import Fill, OrderStatus, OrderStatusUpdate, Quote, QuoteSource
 from core.system import TradingSystem
 from storage.database import Database
 from storage.recorder import Recorder
@@ -72,7 +73,8 @@ class BenchResult:
     submit_p99_us: float | None
     submit_samples: int
     orders: int
-    fills: int
+    filled_orders: int
+    fills: int  # executions: an order larger than the displayed size fills in parts
     bars: int
     rows_written: int
     rows_dropped: int
@@ -196,10 +198,10 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
         await system.start(drive_broker=False)
         gc.collect()
         wall = time.perf_counter()
-        # Exactly ``quotes`` slots are due by the end: slot j is at (j + 1) / rate.
-        end = clock.now() + timedelta(
-            seconds=quotes / (QUOTES_PER_SYMBOL_PER_SECOND * len(settings.symbols))
-        )
+        # Exactly ``quotes`` slots are due by the end: slot j is at (j + 1) / rate
+        # (rounded up to the clock's microsecond, never to the next slot).
+        rate = QUOTES_PER_SYMBOL_PER_SECOND * len(settings.symbols)
+        end = clock.now() + timedelta(microseconds=math.ceil(quotes * 1_000_000 / rate))
         execution = system.execution
         while clock.now() < end:
             clock.advance(min(STEP, end - clock.now()))
@@ -215,7 +217,17 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
         loop_seconds = time.perf_counter() - wall
         await recorder.stop()
         seconds = time.perf_counter() - wall
-        await system.stop("bench")
+        orders = list(system.execution.orders.values())
+        filled_orders = sum(o.status is OrderStatus.FILLED for o in orders)
+        fills = len(venue.fills)
+        # Stopping cancels working orders and waits for the venue to confirm: keep the
+        # simulated venue moving meanwhile (not part of the figures).
+        stopping = asyncio.create_task(system.stop("bench"))
+        while not stopping.done():
+            clock.advance(STEP)
+            venue.process_orders()  # order events only: no more quotes
+            await asyncio.sleep(0.001)
+        await stopping
     finally:
         if not recorder_task.done():
             await recorder.stop()
@@ -238,8 +250,9 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
         submit_p50_us=submit[0] if submit else None,
         submit_p99_us=submit[1] if submit else None,
         submit_samples=len(timed.submit_samples),
-        orders=len(system.execution.orders),
-        fills=len(venue.fills),
+        orders=len(orders),
+        filled_orders=filled_orders,
+        fills=fills,
         bars=timed.bars,
         rows_written=recorder.rows_written,
         rows_dropped=recorder.rows_dropped,
@@ -269,7 +282,7 @@ def print_pipeline(r: BenchResult) -> None:
         )
     else:
         print("  quote → order submit: no order came from a quote")
-    print(f"  orders {r.orders:,}  fills {r.fills:,}  bars {r.bars:,}")
+    print(f"  orders {r.orders:,} ({r.filled_orders:,} filled)  fills {r.fills:,}  bars {r.bars:,}")
     print(
         f"  recorder: {r.rows_written:,} rows written, {r.rows_dropped:,} dropped, "
         f"{r.quote_rows_in_db:,} quote rows in the file ({r.quotes_accepted:,} accepted)"
