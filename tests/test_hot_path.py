@@ -20,8 +20,9 @@ from core.events import QuoteReceived, QuoteRejected
 from core.marketdata import MarketDataFeed
 from core.model import Bar, Fill, Quote, QuoteSource, Side
 from core.portfolio import Portfolio
-from storage.database import Database, quote_row
+from storage.database import Database
 from storage.recorder import Recorder
+from storage.rows import quote_row
 
 T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 

@@ -54,7 +54,6 @@ QUOTES_PER_SYMBOL_PER_SECOND = 20.0
 # The simulated clock moves like the live timer does: venue quotes and order events
 # due by then, then the system's timer work, then the sender task.
 STEP = timedelta(milliseconds=250)
-_RECORD_QUOTES = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +188,7 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
     venue = SimVenue(sim_venue_config(settings), clock)
     database = await Database.open(settings.database_path)
     bus = EventBus()
-    recorder = Recorder(database, bus, record_quotes=_RECORD_QUOTES)
+    recorder = Recorder(database, bus, record_quotes=True)
     system = TradingSystem(settings, venue, clock, journal=recorder, bus=bus)
     timed = _TimedListener(system)
     venue.set_listener(timed)
@@ -261,10 +260,6 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
     )
 
 
-# Kept for the command line as it is wired today.
-bench_core = bench_pipeline
-
-
 def print_pipeline(r: BenchResult) -> None:
     print(f"pipeline bench: {r.strategy}, {r.symbols} symbols, {r.quotes:,} quotes")
     print(
@@ -288,10 +283,6 @@ def print_pipeline(r: BenchResult) -> None:
         f"{r.quote_rows_in_db:,} quote rows in the file ({r.quotes_accepted:,} accepted)"
     )
     print(f"  peak RSS {r.peak_rss_mb:,.0f} MB")
-
-
-def print_core(figures: BenchResult) -> None:
-    print_pipeline(figures)
 
 
 def print_ui(total_qps: float, figures: dict[str, float]) -> None:

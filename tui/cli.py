@@ -45,8 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("init", help="create or migrate the database")
     bench = sub.add_parser("bench", help="print performance figures")
+    bench.add_argument(
+        "--quotes", type=int, default=1_000_000, help="synthetic quotes to replay (default 1M)"
+    )
+    bench.add_argument("--symbols", type=int, default=5, help="symbols (default 5)")
+    bench.add_argument(
+        "--order-heavy",
+        action="store_true",
+        help="a strategy that trades on every quote instead of the bar MA cross",
+    )
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each UI run")
-    bench.add_argument("--skip-ui", action="store_true", help="only the core figures")
+    bench.add_argument("--skip-ui", action="store_true", help="only the pipeline figures")
     history = sub.add_parser("history", help="download IB historical bars to Parquet")
     history.add_argument("symbol")
     history.add_argument("--days", type=int, default=5, help="how many days back (default 5)")
@@ -173,11 +182,16 @@ async def cmd_db_init(settings: Settings) -> int:
     return EXIT_OK
 
 
-async def cmd_bench(seconds: float, skip_ui: bool) -> int:
-    from tui.bench import bench_core, print_core
+async def cmd_bench(
+    quotes: int, symbols: int, order_heavy: bool, seconds: float, skip_ui: bool
+) -> int:
+    from tui.bench import bench_pipeline, print_pipeline
 
+    if quotes <= 0 or symbols <= 0:
+        print("trading-console bench: --quotes and --symbols must be positive", file=sys.stderr)
+        return EXIT_CONFIG
     logger.remove()  # figures only; the runs would otherwise log every order
-    print_core(await bench_core())
+    print_pipeline(await bench_pipeline(quotes, symbols, order_heavy=order_heavy))
     if not skip_ui:
         from tui.bench import print_ui
         from tui.bench_ui import bench_ui
@@ -327,7 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trading-console: {guard}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "bench":
-        return asyncio.run(cmd_bench(args.seconds, args.skip_ui))
+        return asyncio.run(
+            cmd_bench(args.quotes, args.symbols, args.order_heavy, args.seconds, args.skip_ui)
+        )
     if args.command == "db":
         configure_logging_from_settings(settings, console=True)
         return asyncio.run(cmd_db_init(settings))
