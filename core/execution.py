@@ -147,36 +147,46 @@ class ExecutionEngine:
 
     # ------------------------------------------------------------- sending
     async def run(self) -> None:
-        """Sender task: journal each order durably, then hand it to the broker."""
+        """Sender task: journal queued orders durably (one transaction), then send them."""
         while True:
-            order = await self._send_queue.get()
+            batch = [await self._send_queue.get()]
+            while not self._send_queue.empty():
+                batch.append(self._send_queue.get_nowait())
             try:
-                await self._journal_and_send(order)
+                await self._journal_and_send(batch)
             finally:
-                self._send_queue.task_done()
+                for _ in batch:
+                    self._send_queue.task_done()
 
-    async def _journal_and_send(self, order: Order) -> None:
+    async def _journal_and_send(self, batch: list[Order]) -> None:
         now = self._clock.now()
-        if order.client_order_id in self._cancel_before_send:
-            self._cancel_before_send.discard(order.client_order_id)
-            self._finish(order, OrderStatus.CANCELLED, "cancelled before it was sent")
+        orders: list[Order] = []
+        for order in batch:
+            if order.client_order_id in self._cancel_before_send:
+                self._cancel_before_send.discard(order.client_order_id)
+                self._finish(order, OrderStatus.CANCELLED, "cancelled before it was sent")
+            else:
+                orders.append(order)
+        if not orders:
             return
         try:
-            await self._journal.write_order(order)
+            await self._journal.write_orders(orders)
         except Exception as exc:  # never send an order the journal does not hold
-            logger.exception("journal write failed", client_order_id=order.client_order_id)
-            self._reject(order, f"not sent: journal write failed ({exc})", None)
+            logger.exception("journal write failed", orders=len(orders))
+            for order in orders:
+                self._reject(order, f"not sent: journal write failed ({exc})", None)
             return
-        self._broker.place_order(order)
-        logger.info(
-            "order sent {side} {qty} {symbol}",
-            client_order_id=order.client_order_id,
-            side=str(order.side),
-            qty=order.quantity,
-            symbol=order.symbol,
-            reason=order.reason,
-        )
-        self._bus.publish(OrderSubmitted(order, now))
+        for order in orders:
+            self._broker.place_order(order)
+            logger.info(
+                "order sent {side} {qty} {symbol}",
+                client_order_id=order.client_order_id,
+                side=str(order.side),
+                qty=order.quantity,
+                symbol=order.symbol,
+                reason=order.reason,
+            )
+            self._bus.publish(OrderSubmitted(order, now))
 
     async def drain(self) -> None:
         """Wait until every queued order has been journaled and sent."""

@@ -7,6 +7,7 @@ storage imports.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -15,8 +16,8 @@ from core.recovery import RecoveredState
 
 
 class Journal(Protocol):
-    async def write_order(self, order: Order) -> None:
-        """Durably record a new order *before* it is sent to the broker."""
+    async def write_orders(self, orders: Sequence[Order]) -> None:
+        """Durably record new orders *before* they are sent (all or none; raises on failure)."""
         ...
 
     async def load_recovery(self, day_start: datetime) -> RecoveredState:
@@ -27,7 +28,7 @@ class Journal(Protocol):
 class NullJournal:
     """For runs without storage (unit tests, quick backtests)."""
 
-    async def write_order(self, order: Order) -> None:
+    async def write_orders(self, orders: Sequence[Order]) -> None:
         return None
 
     async def load_recovery(self, day_start: datetime) -> RecoveredState:

@@ -186,10 +186,10 @@ class Database:
         if not self._lock.locked() or not self._conn.in_transaction:
             raise RuntimeError("write_*_in_transaction needs an open Database.transaction()")
 
-    async def insert_new_order_in_transaction(self, row: Row) -> None:
-        """Journal a new order; raises sqlite3.IntegrityError when its id exists already."""
+    async def insert_new_orders_in_transaction(self, rows: Sequence[Row]) -> None:
+        """Journal new orders; raises sqlite3.IntegrityError when an id exists already."""
         self._require_transaction()
-        await self._conn.execute(NEW_ORDER_SQL, row)
+        await self._conn.executemany(NEW_ORDER_SQL, rows)
 
     async def insert_alerts_in_transaction(self, rows: Sequence[Row]) -> list[int]:
         """Insert alert rows (write_columns order) one by one inside an open

@@ -6,7 +6,7 @@ transaction when enough rows are pending or enough time has passed. Rows are
 built at publish time because ``OrderUpdated`` carries the *live* Order object:
 by flush time it may already show a later state.
 
-``write_order`` is the exception: journal-before-send needs the order durable
+``write_orders`` is the exception: journal-before-send needs the orders durable
 before the broker sees it, so it writes its one row immediately.
 
 Alerts are inserted one by one so that their row ids are known: the alert
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,7 +83,7 @@ def _empty_batch() -> Batch:
 
 
 class Recorder:
-    """Batched bus → SQLite writer; also the core's ``Journal`` (``write_order``).
+    """Batched bus → SQLite writer; also the core's ``Journal`` (``write_orders``).
 
     Start ``run()`` as a background task; ``stop()`` after the last event worth
     keeping has been published (it unsubscribes, flushes, and ends ``run``).
@@ -279,21 +279,29 @@ class Recorder:
         return await load_recovery(self._db, day_start)
 
     async def write_order(self, order: Order) -> None:
-        """Durably record ``order`` now (journal before send). Raises when the write
-        fails: the caller must then not send the order."""
+        """Durably record one order now; see ``write_orders``."""
+        await self.write_orders([order])
+
+    async def write_orders(self, orders: Sequence[Order]) -> None:
+        """Durably record new orders now, in one transaction (journal before send).
+
+        Raises when the write fails: the caller must then send none of them.
+        """
         stale: list[Row] = []
         try:
             async with self._db.transaction():
-                # Snapshot and discard older pending snapshots of this order in one
+                # Snapshot and discard older pending snapshots of these orders in one
                 # synchronous step, so a later batch cannot overwrite this newer state.
-                row = order_row(order)
-                stale = self._take_pending_order_rows(order.client_order_id)
-                await self._db.insert_new_order_in_transaction(row)
+                rows = [order_row(order) for order in orders]
+                for order in orders:
+                    stale += self._take_pending_order_rows(order.client_order_id)
+                await self._db.insert_new_orders_in_transaction(rows)
         except BaseException:
             self._restore({"orders": stale})
-            logger.exception("recorder: journaling order {id} failed", id=order.client_order_id)
+            ids = ", ".join(o.client_order_id for o in orders)
+            logger.exception("recorder: journaling orders {ids} failed", ids=ids)
             raise
-        self.rows_written += 1
+        self.rows_written += len(orders)
 
     def _take_pending_order_rows(self, client_order_id: str) -> list[Row]:
         pending = self._pending["orders"]
