@@ -7,7 +7,7 @@ built at publish time because ``OrderUpdated`` carries the *live* Order object:
 by flush time it may already show a later state.
 
 ``write_orders`` is the exception: journal-before-send needs the orders durable
-before the broker sees it, so it writes its one row immediately.
+before the broker sees them, so it writes their rows immediately, in one transaction.
 
 Alerts are inserted one by one so that their row ids are known: the alert
 manager reports each channel's outcome later (``AlertDelivered``), and the
