@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from core.bars import BarBuilder
-from core.brokers.sim import TICK, SimVenue, _Book
+from core.brokers.sim import TICK
+from core.brokers.sim_book import Book
 from core.bus import EventBus
 from core.clock import SimClock
 from core.events import QuoteReceived, QuoteRejected
@@ -30,7 +31,7 @@ T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 # ------------------------------------------------------------------ sim venue
 
 
-def _reference_redraw(book: _Book) -> None:
+def _reference_redraw(book: Book) -> None:
     """The venue's book redraw written with the library calls it inlines."""
     rng = book.walk
     book.half_spread = book.walk_mid * rng.uniform(1.0, 5.0) / 10_000.0 / 2.0
@@ -48,13 +49,13 @@ def _reference_redraw(book: _Book) -> None:
 def test_inlined_book_redraw_keeps_every_seeds_stream() -> None:
     prices = random.Random(3)
     for seed in range(200):
-        fast = _Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
-        slow = _Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
+        fast = Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
+        slow = Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
         for _ in range(50):
             mid = prices.choice([0.01, 0.02, 0.5, 3.3, 20.0, 123.456, 499.99, 5_000.0])
             mid *= prices.uniform(0.9, 1.1)
             fast.walk_mid = slow.walk_mid = mid
-            SimVenue._redraw_book(fast)
+            fast.redraw()
             _reference_redraw(slow)
             assert (fast.bid, fast.ask, fast.bid_size, fast.ask_size, fast.half_spread) == (
                 slow.bid,

@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from core.brokers.sim import SimVenue, SimVenueConfig, _Book, _VenueOrder
+from core.brokers.sim import SimVenue, SimVenueConfig
+from core.brokers.sim_book import Book, VenueOrder
 from core.clock import Clock
 from core.model import Quote
 
@@ -116,14 +117,14 @@ class ReplayVenue(SimVenue):
         """Nothing to drive: the backtest driver publishes the recorded quotes."""
         return None
 
-    def _match_working(self, book: _Book, ts: datetime, only: _VenueOrder | None = None) -> None:
+    def _match_working(self, book: Book, ts: datetime, only: VenueOrder | None = None) -> None:
         # SimVenue calls this with ``only`` when an order arrives; in next-quote
         # mode the order waits for the next published quote instead.
         if only is not None and not self._match_on_arrival:
             return
         super()._match_working(book, ts, only)
 
-    def _rejection_reason(self, order: _VenueOrder) -> str | None:
+    def _rejection_reason(self, order: VenueOrder) -> str | None:
         if order.symbol in self._book_by_symbol and order.symbol not in self._priced:
             return f"no market data replayed for {order.symbol} yet"
         return super()._rejection_reason(order)

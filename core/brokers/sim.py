@@ -20,19 +20,29 @@ Simplifications worth knowing:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import heapq
 import math
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from core.brokers.base import BrokerListener
+from core.brokers.sim_book import (
+    ERR_CANCEL_NOT_CANCELLABLE,
+    ERR_CANCEL_NOT_FOUND,
+    ERR_NO_SECURITY_DEFINITION,
+    ERR_NOT_CONNECTED,
+    ERR_ORDER_REJECTED,
+    FIRST_BROKER_ORDER_ID,
+    MAX_CATCHUP_SECONDS,
+    PRICE_EPS,
+    TICK,
+    Book,
+    SimVenueConfig,
+    VenueOrder,
+)
 from core.brokers.sim_state import SimStateLog
 from core.clock import Clock
 from core.model import (
@@ -48,120 +58,17 @@ from core.model import (
     Side,
 )
 
-# A long pause (laptop sleep, debugger) must not burst millions of quotes:
-# only the last minute of a gap is generated.
-MAX_CATCHUP_SECONDS = 60.0
-
-TICK = 0.01
-_HALF_TICK = TICK / 2
-_CENTS = 100  # per dollar: TICK is one cent
-_EPS = 1e-9
-_FIRST_BROKER_ORDER_ID = 1001
-
-# IB's error codes, so code downstream treats the sim like the real thing.
-ERR_NO_SECURITY_DEFINITION = 200
-ERR_ORDER_REJECTED = 201
-ERR_NOT_CONNECTED = 504
-ERR_CANCEL_NOT_FOUND = 10147
-ERR_CANCEL_NOT_CANCELLABLE = 161
-
-
-@dataclass(frozen=True, slots=True)
-class SimVenueConfig:
-    """Settings of the simulated venue; validated on construction."""
-
-    symbols: tuple[str, ...]
-    seed: int = 7
-    quotes_per_second: float = 4.0  # per symbol
-    starting_cash: float = 100_000.0
-    commission_per_share: float = 0.005
-    commission_min: float = 1.0
-    commission_max_pct: float = 1.0  # percent of the fill's value
-    latency_ms: float = 0.0
-    volatility_bp: float = 5.0  # stdev of one quote's step of the mid, basis points
-    buying_power_multiple: float = 2.0
-    bad_quote_rate: float = 0.0  # fraction of published quotes deliberately malformed
-    account_id: str = "SIM-0001"
-    # When set, the venue keeps its orders and fills here and reloads them on start,
-    # standing in for a broker that outlives the console (restart recovery tests).
-    state_file: Path | None = None
-
-    def __post_init__(self) -> None:
-        # Accept any sequence but keep the frozen value hashable and immutable.
-        object.__setattr__(self, "symbols", tuple(self.symbols))
-        if not self.symbols:
-            raise ValueError("SimVenueConfig.symbols: give at least one symbol, e.g. ('AAPL',)")
-        if len(set(self.symbols)) != len(self.symbols):
-            raise ValueError(f"SimVenueConfig.symbols: duplicates in {self.symbols}")
-        for name in ("quotes_per_second", "starting_cash", "buying_power_multiple"):
-            if not getattr(self, name) > 0:  # also catches NaN
-                raise ValueError(f"SimVenueConfig.{name} must be > 0, got {getattr(self, name)}")
-        costs = ("commission_per_share", "commission_min", "commission_max_pct")
-        for name in (*costs, "latency_ms", "volatility_bp"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"SimVenueConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.bad_quote_rate <= 1.0:
-            raise ValueError(
-                f"SimVenueConfig.bad_quote_rate must be within 0..1, got {self.bad_quote_rate}"
-            )
-
-
-@dataclass(slots=True)
-class _Book:
-    """The venue's true top of book for one symbol; published quotes may lie, this does not."""
-
-    symbol: str
-    walk: random.Random
-    noise: random.Random  # malformed-quote draws, apart so they never perturb the walk
-    walk_mid: float  # the random walk's continuous value; prices snap to the grid below
-    half_spread: float
-    bid: float = 0.0
-    ask: float = 0.0
-    bid_size: int = 0
-    ask_size: int = 0
-
-    @property
-    def mark(self) -> float:
-        # Computed exactly as Quote.mid is, so anyone marking at the last quote's
-        # mid values a position to the same float as the venue does.
-        return (self.bid + self.ask) / 2.0
-
-    def recentre(self) -> None:
-        # Bid and ask sit on cents symmetrically around a half-cent grid point, so the
-        # quoted mid is the true price on that grid (no rounding bias either way).
-        # (Runs for every quote: comparisons instead of max(), same arithmetic.)
-        centre = round(self.walk_mid / _HALF_TICK)
-        half = round(self.half_spread / _HALF_TICK)
-        if half < 1:
-            half = 1
-        if (centre - half) % 2:
-            half += 1  # an even number of half-cents from the centre lands on a cent
-        if centre < half + 2:
-            centre = half + 2  # keep the bid at least one tick above zero
-        # Both are an even number of half-cents, i.e. whole cents: cents / 100 is the
-        # double nearest to the price, the very value round(cents * TICK, 2) gives, but
-        # without round()'s decimal conversion (tests/test_hot_path.py compares them).
-        self.bid = ((centre - half) // 2) / _CENTS
-        self.ask = ((centre + half) // 2) / _CENTS
-
-
-@dataclass(slots=True)
-class _VenueOrder:
-    """The venue's own copy of an order; the caller's Order is never mutated."""
-
-    client_order_id: str
-    symbol: str
-    side: Side
-    quantity: int
-    order_type: OrderType
-    limit_price: float | None
-    status: OrderStatus = OrderStatus.PENDING_SUBMIT
-    filled: int = 0
-    broker_order_id: str | None = None
-
-    @property
-    def remaining(self) -> int:
-        return self.quantity - self.filled
+__all__ = [
+    "ERR_CANCEL_NOT_CANCELLABLE",
+    "ERR_CANCEL_NOT_FOUND",
+    "ERR_NOT_CONNECTED",
+    "ERR_NO_SECURITY_DEFINITION",
+    "ERR_ORDER_REJECTED",
+    "MAX_CATCHUP_SECONDS",
+    "TICK",
+    "SimVenue",
+    "SimVenueConfig",
+]
 
 
 class SimVenue:
@@ -186,7 +93,7 @@ class SimVenue:
         )
         self._bad_quote_rate = config.bad_quote_rate
         self._next_slot = 0  # slot j is due at start + (j+1)/rate, for symbol j % n
-        self._books = [self._new_book(symbol, i) for i, symbol in enumerate(config.symbols)]
+        self._books = [Book.new(config.seed, i, symbol) for i, symbol in enumerate(config.symbols)]
         self._book_by_symbol = {book.symbol: book for book in self._books}
         self._subscribed: set[str] = set()
         self._latency = timedelta(milliseconds=config.latency_ms)
@@ -197,9 +104,9 @@ class SimVenue:
         # Set while advance_to works through events, so an order placed from a
         # listener callback is stamped with the time of the event that caused it.
         self._venue_time: datetime | None = None
-        self._orders: dict[str, _VenueOrder] = {}
-        self._working: dict[str, list[_VenueOrder]] = {s: [] for s in config.symbols}
-        self._next_broker_id = _FIRST_BROKER_ORDER_ID
+        self._orders: dict[str, VenueOrder] = {}
+        self._working: dict[str, list[VenueOrder]] = {s: [] for s in config.symbols}
+        self._next_broker_id = FIRST_BROKER_ORDER_ID
         self._exec_seq = 0
         self._cash = config.starting_cash
         self._positions: dict[str, int] = {}
@@ -221,7 +128,7 @@ class SimVenue:
         for r in records:
             kind = r["t"]
             if kind == "order":
-                self._orders[r["id"]] = _VenueOrder(
+                self._orders[r["id"]] = VenueOrder(
                     client_order_id=r["id"],
                     symbol=r["symbol"],
                     side=Side(r["side"]),
@@ -272,36 +179,6 @@ class SimVenue:
             book.recentre()
 
     # -- setup ---------------------------------------------------------------
-
-    def _new_book(self, symbol: str, index: int) -> _Book:
-        # String seeds are hashed deterministically (unlike hash()), so streams are
-        # reproducible across processes and independent per symbol.
-        walk = random.Random(f"{self._config.seed}:{index}:{symbol}")
-        noise = random.Random(f"{self._config.seed}:{index}:{symbol}:bad")
-        mid = round(walk.uniform(20.0, 500.0), 2)
-        book = _Book(symbol=symbol, walk=walk, noise=noise, walk_mid=mid, half_spread=0.0)
-        self._redraw_book(book)
-        return book
-
-    @staticmethod
-    def _redraw_book(book: _Book) -> None:
-        rng = book.walk
-        # These run for every quote, so the library calls are inlined with the very same
-        # draws: uniform(1, 5) is 1 + 4 * random(), and randint(1, 10) is 1 + a 4-bit
-        # draw below 10 (rejection sampling, as Random._randbelow does). The stream of a
-        # seed is therefore unchanged (tests/test_hot_path.py checks it against the
-        # library calls).
-        book.half_spread = book.walk_mid * (1.0 + 4.0 * rng.random()) / 10_000.0 / 2.0
-        getrandbits = rng.getrandbits
-        r = getrandbits(4)
-        while r >= 10:
-            r = getrandbits(4)
-        book.bid_size = (r + 1) * 100
-        r = getrandbits(4)
-        while r >= 10:
-            r = getrandbits(4)
-        book.ask_size = (r + 1) * 100
-        book.recentre()
 
     @property
     def config(self) -> SimVenueConfig:
@@ -390,7 +267,7 @@ class SimVenue:
             raise ValueError(f"shock({symbol!r}): pct must be > -100, got {pct}")
         self.set_mid(symbol, self._book(symbol).mark * (1.0 + pct / 100.0))
 
-    def _book(self, symbol: str) -> _Book:
+    def _book(self, symbol: str) -> Book:
         try:
             return self._book_by_symbol[symbol]
         except KeyError:
@@ -401,7 +278,7 @@ class SimVenue:
     def _slots_due(self, now: datetime) -> int:
         """How many quote slots (0-based count) are due at or before ``now``."""
         elapsed = (now - self._start).total_seconds()
-        return max(0, math.floor(elapsed * self._rate + _EPS))
+        return max(0, math.floor(elapsed * self._rate + PRICE_EPS))
 
     # -- the clock drive -----------------------------------------------------
 
@@ -457,7 +334,7 @@ class SimVenue:
     def _skip_long_gap(self, now: datetime) -> None:
         elapsed = (now - self._start).total_seconds()
         # Slot j is at (j+1)/rate; keep those later than now - MAX_CATCHUP_SECONDS.
-        first_kept = math.floor((elapsed - MAX_CATCHUP_SECONDS) * self._rate + _EPS)
+        first_kept = math.floor((elapsed - MAX_CATCHUP_SECONDS) * self._rate + PRICE_EPS)
         if first_kept > self._next_slot:
             logger.warning(
                 "sim venue skipped {skipped} quote slots after a {gap:.1f}s pause",
@@ -477,38 +354,24 @@ class SimVenue:
             self.advance_to(self._clock.now())
             await asyncio.sleep(period)
 
-    def _publish_quote(self, book: _Book, ts: datetime) -> None:
+    def _publish_quote(self, book: Book, ts: datetime) -> None:
         listener = self._listener
         if listener is None:
             listener = self._require_listener()  # raises the clear error
         # Multiplicative step keeps the price positive.
         book.walk_mid *= math.exp(book.walk.gauss(0.0, self._sigma))
-        self._redraw_book(book)
+        book.redraw()
         quote = Quote(
             book.symbol, ts, book.bid, book.ask, book.bid_size, book.ask_size, None, QuoteSource.SIM
         )
         rate = self._bad_quote_rate
         if rate > 0.0 and book.noise.random() < rate:
-            quote = self._malformed(book, quote)
+            quote = book.malformed(quote)
         self.quotes_published += 1
         listener.on_quote(quote)
         # Orders match the true book, never the malformed quote.
         if self._working[book.symbol]:
             self._match_working(book, ts)
-
-    @staticmethod
-    def _malformed(book: _Book, quote: Quote) -> Quote:
-        kind = book.noise.randrange(4)
-        if kind == 0:
-            return dataclasses.replace(quote, bid=math.nan)
-        if kind == 1:
-            return dataclasses.replace(quote, bid=-quote.bid)
-        if kind == 2:
-            return dataclasses.replace(quote, bid=round(quote.ask + quote.spread, 2), ask=quote.bid)
-        factor = 1.5 if book.noise.random() < 0.5 else 0.5
-        return dataclasses.replace(
-            quote, bid=round(quote.bid * factor, 2), ask=round(quote.ask * factor, 2)
-        )
 
     # -- orders --------------------------------------------------------------
 
@@ -516,7 +379,7 @@ class SimVenue:
         """Queue ``order``; its acknowledgement and fills arrive on a later advance."""
         if order.client_order_id in self._orders:
             raise ValueError(f"duplicate client_order_id {order.client_order_id!r}")
-        self._orders[order.client_order_id] = _VenueOrder(
+        self._orders[order.client_order_id] = VenueOrder(
             client_order_id=order.client_order_id,
             symbol=order.symbol,
             side=order.side,
@@ -555,7 +418,7 @@ class SimVenue:
             else:
                 self._cancel(client_order_id, due)
 
-    def _activate(self, order: _VenueOrder, ts: datetime) -> None:
+    def _activate(self, order: VenueOrder, ts: datetime) -> None:
         listener = self._require_listener()
         if order.status is not OrderStatus.PENDING_SUBMIT:
             return  # cancelled before it reached the venue
@@ -589,14 +452,14 @@ class SimVenue:
         # A marketable order trades against the book it arrives at, not the next quote.
         self._match_working(self._book_by_symbol[order.symbol], ts, only=order)
 
-    def _rejection(self, order: _VenueOrder) -> tuple[str, int] | None:
+    def _rejection(self, order: VenueOrder) -> tuple[str, int] | None:
         """Why the venue refuses ``order`` and IB's error code; None when it accepts it."""
         if not self._connected:
             return "Not connected", ERR_NOT_CONNECTED
         reason = self._rejection_reason(order)
         return None if reason is None else (reason, ERR_ORDER_REJECTED)
 
-    def _rejection_reason(self, order: _VenueOrder) -> str | None:
+    def _rejection_reason(self, order: VenueOrder) -> str | None:
         if order.quantity <= 0:
             return f"quantity must be positive, got {order.quantity}"
         book = self._book_by_symbol.get(order.symbol)
@@ -616,7 +479,7 @@ class SimVenue:
         nlv = self.account_values().net_liquidation
         gross_after = self._gross_exposure() + (abs(position + signed) - abs(position)) * book.mark
         limit = self._config.buying_power_multiple * nlv
-        if gross_after > limit + _EPS:
+        if gross_after > limit + PRICE_EPS:
             return (
                 f"insufficient buying power: gross exposure after the order would be "
                 f"{gross_after:,.2f}, limit is {limit:,.2f} "
@@ -652,7 +515,7 @@ class SimVenue:
             )
         )
 
-    def _match_working(self, book: _Book, ts: datetime, only: _VenueOrder | None = None) -> None:
+    def _match_working(self, book: Book, ts: datetime, only: VenueOrder | None = None) -> None:
         working = self._working[book.symbol]
         # Time priority: earlier orders take the displayed size first.
         candidates = (only,) if only is not None else tuple(working)
@@ -663,15 +526,15 @@ class SimVenue:
         if filled_any:
             self._working[book.symbol] = [o for o in working if o.status.is_working]
 
-    def _try_fill(self, order: _VenueOrder, book: _Book, ts: datetime) -> bool:
+    def _try_fill(self, order: VenueOrder, book: Book, ts: datetime) -> bool:
         limit = order.limit_price if order.order_type is OrderType.LIMIT else None
         if order.side is Side.BUY:
-            if limit is not None and book.ask > limit + _EPS:
+            if limit is not None and book.ask > limit + PRICE_EPS:
                 return False
             quantity, price = min(order.remaining, book.ask_size), book.ask
             book.ask_size -= quantity  # displayed size is consumed until the next quote
         else:
-            if limit is not None and book.bid < limit - _EPS:
+            if limit is not None and book.bid < limit - PRICE_EPS:
                 return False
             quantity, price = min(order.remaining, book.bid_size), book.bid
             book.bid_size -= quantity
@@ -685,7 +548,7 @@ class SimVenue:
         per_share = max(quantity * self._config.commission_per_share, self._config.commission_min)
         return min(per_share, self._config.commission_max_pct / 100.0 * quantity * price)
 
-    def _fill(self, order: _VenueOrder, quantity: int, price: float, ts: datetime) -> None:
+    def _fill(self, order: VenueOrder, quantity: int, price: float, ts: datetime) -> None:
         listener = self._require_listener()
         fee = self.commission(quantity, price)
         self._exec_seq += 1

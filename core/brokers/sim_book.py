@@ -1,0 +1,171 @@
+"""The simulated venue's data: its settings, a symbol's true book, its copy of an order."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.model import OrderStatus, OrderType, Quote, Side
+
+# A long pause (laptop sleep, debugger) must not burst millions of quotes:
+# only the last minute of a gap is generated.
+MAX_CATCHUP_SECONDS = 60.0
+
+TICK = 0.01
+HALF_TICK = TICK / 2
+CENTS = 100  # per dollar: TICK is one cent
+PRICE_EPS = 1e-9
+FIRST_BROKER_ORDER_ID = 1001
+
+# IB's error codes, so code downstream treats the sim like the real thing.
+ERR_NO_SECURITY_DEFINITION = 200
+ERR_ORDER_REJECTED = 201
+ERR_NOT_CONNECTED = 504
+ERR_CANCEL_NOT_FOUND = 10147
+ERR_CANCEL_NOT_CANCELLABLE = 161
+
+
+@dataclass(frozen=True, slots=True)
+class SimVenueConfig:
+    """Settings of the simulated venue; validated on construction."""
+
+    symbols: tuple[str, ...]
+    seed: int = 7
+    quotes_per_second: float = 4.0  # per symbol
+    starting_cash: float = 100_000.0
+    commission_per_share: float = 0.005
+    commission_min: float = 1.0
+    commission_max_pct: float = 1.0  # percent of the fill's value
+    latency_ms: float = 0.0
+    volatility_bp: float = 5.0  # stdev of one quote's step of the mid, basis points
+    buying_power_multiple: float = 2.0
+    bad_quote_rate: float = 0.0  # fraction of published quotes deliberately malformed
+    account_id: str = "SIM-0001"
+    # When set, the venue keeps its orders and fills here and reloads them on start,
+    # standing in for a broker that outlives the console (restart recovery tests).
+    state_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Accept any sequence but keep the frozen value hashable and immutable.
+        object.__setattr__(self, "symbols", tuple(self.symbols))
+        if not self.symbols:
+            raise ValueError("SimVenueConfig.symbols: give at least one symbol, e.g. ('AAPL',)")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ValueError(f"SimVenueConfig.symbols: duplicates in {self.symbols}")
+        for name in ("quotes_per_second", "starting_cash", "buying_power_multiple"):
+            if not getattr(self, name) > 0:  # also catches NaN
+                raise ValueError(f"SimVenueConfig.{name} must be > 0, got {getattr(self, name)}")
+        costs = ("commission_per_share", "commission_min", "commission_max_pct")
+        for name in (*costs, "latency_ms", "volatility_bp"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"SimVenueConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.bad_quote_rate <= 1.0:
+            raise ValueError(
+                f"SimVenueConfig.bad_quote_rate must be within 0..1, got {self.bad_quote_rate}"
+            )
+
+
+@dataclass(slots=True)
+class Book:
+    """The venue's true top of book for one symbol; published quotes may lie, this does not."""
+
+    symbol: str
+    walk: random.Random
+    noise: random.Random  # malformed-quote draws, apart so they never perturb the walk
+    walk_mid: float  # the random walk's continuous value; prices snap to the grid below
+    half_spread: float
+    bid: float = 0.0
+    ask: float = 0.0
+    bid_size: int = 0
+    ask_size: int = 0
+
+    @classmethod
+    def new(cls, seed: int, index: int, symbol: str) -> Book:
+        # String seeds are hashed deterministically (unlike hash()), so streams are
+        # reproducible across processes and independent per symbol.
+        walk = random.Random(f"{seed}:{index}:{symbol}")
+        noise = random.Random(f"{seed}:{index}:{symbol}:bad")
+        mid = round(walk.uniform(20.0, 500.0), 2)
+        book = cls(symbol=symbol, walk=walk, noise=noise, walk_mid=mid, half_spread=0.0)
+        book.redraw()
+        return book
+
+    def redraw(self) -> None:
+        """New spread and displayed sizes for the next quote."""
+        rng = self.walk
+        # These run for every quote, so the library calls are inlined with the very same
+        # draws: uniform(1, 5) is 1 + 4 * random(), and randint(1, 10) is 1 + a 4-bit
+        # draw below 10 (rejection sampling, as Random._randbelow does). The stream of a
+        # seed is therefore unchanged (tests/test_hot_path.py checks it against the
+        # library calls).
+        self.half_spread = self.walk_mid * (1.0 + 4.0 * rng.random()) / 10_000.0 / 2.0
+        getrandbits = rng.getrandbits
+        r = getrandbits(4)
+        while r >= 10:
+            r = getrandbits(4)
+        self.bid_size = (r + 1) * 100
+        r = getrandbits(4)
+        while r >= 10:
+            r = getrandbits(4)
+        self.ask_size = (r + 1) * 100
+        self.recentre()
+
+    def malformed(self, quote: Quote) -> Quote:
+        """A deliberately broken copy of ``quote`` (for validation tests downstream)."""
+        kind = self.noise.randrange(4)
+        if kind == 0:
+            return dataclasses.replace(quote, bid=math.nan)
+        if kind == 1:
+            return dataclasses.replace(quote, bid=-quote.bid)
+        if kind == 2:
+            return dataclasses.replace(quote, bid=round(quote.ask + quote.spread, 2), ask=quote.bid)
+        factor = 1.5 if self.noise.random() < 0.5 else 0.5
+        return dataclasses.replace(
+            quote, bid=round(quote.bid * factor, 2), ask=round(quote.ask * factor, 2)
+        )
+
+    @property
+    def mark(self) -> float:
+        # Computed exactly as Quote.mid is, so anyone marking at the last quote's
+        # mid values a position to the same float as the venue does.
+        return (self.bid + self.ask) / 2.0
+
+    def recentre(self) -> None:
+        # Bid and ask sit on cents symmetrically around a half-cent grid point, so the
+        # quoted mid is the true price on that grid (no rounding bias either way).
+        # (Runs for every quote: comparisons instead of max(), same arithmetic.)
+        centre = round(self.walk_mid / HALF_TICK)
+        half = round(self.half_spread / HALF_TICK)
+        if half < 1:
+            half = 1
+        if (centre - half) % 2:
+            half += 1  # an even number of half-cents from the centre lands on a cent
+        if centre < half + 2:
+            centre = half + 2  # keep the bid at least one tick above zero
+        # Both are an even number of half-cents, i.e. whole cents: cents / 100 is the
+        # double nearest to the price, the very value round(cents * TICK, 2) gives, but
+        # without round()'s decimal conversion (tests/test_hot_path.py compares them).
+        self.bid = ((centre - half) // 2) / CENTS
+        self.ask = ((centre + half) // 2) / CENTS
+
+
+@dataclass(slots=True)
+class VenueOrder:
+    """The venue's own copy of an order; the caller's Order is never mutated."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: int
+    order_type: OrderType
+    limit_price: float | None
+    status: OrderStatus = OrderStatus.PENDING_SUBMIT
+    filled: int = 0
+    broker_order_id: str | None = None
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.filled
