@@ -51,9 +51,10 @@ def build_rig(
     *,
     journal: Journal | None = None,
     bus: EventBus | None = None,
+    start: datetime = T0,
     **venue_overrides: Any,
 ) -> SimRig:
-    clock = SimClock(T0)
+    clock = SimClock(start)
     config = sim_venue_config(s)
     if venue_overrides:
         from dataclasses import replace
