@@ -10,7 +10,7 @@ so the quote → order decision stays synchronous and never awaits I/O.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from loguru import logger
 
@@ -72,6 +72,7 @@ class ExecutionEngine:
         self._targets: dict[str, TargetPosition] = {}
         self._cancel_before_send: set[str] = set()
         self._seen_exec_ids: set[str] = set()
+        self._last_fill_at: dict[str, datetime] = {}
         self._send_queue: asyncio.Queue[Order] = asyncio.Queue()
         self.last_mismatches: tuple[PositionMismatch, ...] = ()
         self.last_reconcile_at: datetime | None = None
@@ -262,6 +263,7 @@ class ExecutionEngine:
         if fill.exec_id in self._seen_exec_ids:
             return False
         self._seen_exec_ids.add(fill.exec_id)
+        self._last_fill_at[fill.symbol] = self._clock.now()
         self._portfolio.apply_fill(fill)
         self._bus.publish(FillReceived(fill))
         order = self.orders.get(fill.client_order_id)
@@ -333,11 +335,19 @@ class ExecutionEngine:
     def working_orders(self) -> list[Order]:
         return [self.orders[i] for i in self._working.values()]
 
-    def reconcile(self) -> tuple[PositionMismatch, ...]:
-        """Compare internal positions with the broker's; publish each mismatch."""
+    def reconcile(self, settle: timedelta = timedelta(0)) -> tuple[PositionMismatch, ...]:
+        """Compare internal positions with the broker's; publish each mismatch.
+
+        With ``settle``, symbols whose books are in motion — an order working, or a fill
+        within ``settle`` — are left out: a broker's position report can trail its
+        execution report, and that lag is not a mismatch.
+        """
         now = self._clock.now()
         broker = self._broker.positions()
         symbols = set(broker) | {s for s, p in self._portfolio.positions.items() if p.quantity}
+        if settle > timedelta(0):
+            symbols -= set(self._working)
+            symbols -= {s for s, at in self._last_fill_at.items() if now - at < settle}
         mismatches = tuple(
             PositionMismatch(s, self._portfolio.quantity(s), broker.get(s, 0), now)
             for s in sorted(symbols)

@@ -64,6 +64,9 @@ from core.strategy.loader import build_strategy
 TIMER_SECONDS = 0.25
 SPARKLINE_POINTS = 60
 STOP_FILE_REASON = "STOP file"
+# The periodic check leaves out symbols with a fill this recent (or an order working):
+# a broker's position report may trail its execution report by a moment.
+RECONCILE_SETTLE = timedelta(seconds=5)
 
 
 class TradingSystem:
@@ -310,7 +313,7 @@ class TradingSystem:
         last = self.execution.last_reconcile_at
         due = last is None or now - last >= self._reconcile_every
         if self._running and self.broker.connected and due:
-            self.reconcile()
+            self.reconcile(settle=RECONCILE_SETTLE)
 
     def _check_stop_file(self) -> None:
         if self.settings.stop_file.exists() and not (
@@ -386,8 +389,9 @@ class TradingSystem:
         self.execution.cancel_all("circuit breaker")
         self.execution.flatten("circuit breaker")
 
-    def reconcile(self) -> None:
-        mismatches = self.execution.reconcile()
+    def reconcile(self, settle: timedelta = timedelta(0)) -> None:
+        """Compare with the broker; a difference beyond tolerance halts (see settle)."""
+        mismatches = self.execution.reconcile(settle)
         tolerance = self.settings.reconcile_tolerance_shares
         worst = max((abs(m.internal_quantity - m.broker_quantity) for m in mismatches), default=0)
         if worst > tolerance:

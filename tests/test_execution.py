@@ -151,3 +151,19 @@ async def test_cancel_before_send_never_reaches_broker(tmp_path: Path) -> None:
     await run(rig, 1)
     assert order.status is OrderStatus.CANCELLED
     assert rig.venue.fills == []
+
+
+async def test_periodic_reconcile_waits_for_books_in_motion_then_halts(tmp_path: Path) -> None:
+    rig = build_rig(settings(tmp_path, reconcile_seconds=1))
+    await rig.system.start(drive_broker=False)
+    await run(rig, 2)
+    rig.system.execution.on_target(TargetPosition("AAPL", 10, "t"))
+    await run(rig, 0.5)
+    assert rig.venue.positions() == {"AAPL": 10}
+    # a difference right after a fill may be the broker's position report trailing
+    rig.system.portfolio.position("AAPL").quantity = 11
+    await run(rig, 2)
+    assert rig.system.risk.state_reason != "reconciliation mismatch"
+    await run(rig, 5)  # settled: the difference is real
+    assert rig.system.risk.state_reason == "reconciliation mismatch"
+    assert rig.of(PositionMismatch)[-1].symbol == "AAPL"
