@@ -127,24 +127,14 @@ class _RollingWindow:
         return var if var > 0.0 else 0.0
 
 
-class SMA:
-    """Simple moving average of the last ``period`` values (TA-Lib ``SMA``).
+class _Indicator:
+    """What every indicator shares: the current value, None during warm-up."""
 
-    The first value appears at the ``period``-th update.
-    """
+    __slots__ = ("_value", "period")
 
-    __slots__ = ("_value", "_window", "period")
-
-    def __init__(self, period: int) -> None:
-        self.period: int = _check_period(period, 1)
-        self._window = _RollingWindow(period, squares=False)
+    def __init__(self, period: int, minimum: int) -> None:
+        self.period: int = _check_period(period, minimum)
         self._value: float | None = None
-
-    def update(self, x: float) -> float | None:
-        self._window.push(_check_finite("x", x))
-        if self._window.full:
-            self._value = self._window.mean()
-        return self._value
 
     @property
     def value(self) -> float | None:
@@ -155,7 +145,26 @@ class SMA:
         return self._value is not None
 
 
-class EMA:
+class SMA(_Indicator):
+    """Simple moving average of the last ``period`` values (TA-Lib ``SMA``).
+
+    The first value appears at the ``period``-th update.
+    """
+
+    __slots__ = ("_window",)
+
+    def __init__(self, period: int) -> None:
+        super().__init__(period, 1)
+        self._window = _RollingWindow(period, squares=False)
+
+    def update(self, x: float) -> float | None:
+        self._window.push(_check_finite("x", x))
+        if self._window.full:
+            self._value = self._window.mean()
+        return self._value
+
+
+class EMA(_Indicator):
     """Exponential moving average with TA-Lib semantics (TA-Lib ``EMA``).
 
     ``alpha = 2 / (period + 1)``, seeded with the simple average of the first
@@ -164,14 +173,13 @@ class EMA:
     whole series, decaying only slowly).
     """
 
-    __slots__ = ("_alpha", "_count", "_seed_sum", "_value", "period")
+    __slots__ = ("_alpha", "_count", "_seed_sum")
 
     def __init__(self, period: int) -> None:
-        self.period: int = _check_period(period, 1)
+        super().__init__(period, 1)
         self._alpha = 2.0 / (period + 1)
         self._count = 0
         self._seed_sum = 0.0
-        self._value: float | None = None
 
     def update(self, x: float) -> float | None:
         x = _check_finite("x", x)
@@ -185,16 +193,8 @@ class EMA:
             self._value = self._seed_sum / self.period
         return self._value
 
-    @property
-    def value(self) -> float | None:
-        return self._value
 
-    @property
-    def ready(self) -> bool:
-        return self._value is not None
-
-
-class RSI:
+class RSI(_Indicator):
     """Relative strength index with Wilder smoothing (TA-Lib ``RSI``).
 
     Needs ``period`` price changes, i.e. ``period + 1`` inputs: the first value
@@ -208,16 +208,15 @@ class RSI:
     gains gives 100.
     """
 
-    __slots__ = ("_avg_gain", "_avg_loss", "_count", "_prev", "_value", "period")
+    __slots__ = ("_avg_gain", "_avg_loss", "_count", "_prev")
 
     def __init__(self, period: int = 14) -> None:
         # TA-Lib rejects period 1 (a one-change "average" is not an oscillator).
-        self.period: int = _check_period(period, 2)
+        super().__init__(period, 2)
         self._prev: float | None = None
         self._count = 0  # number of price changes seen, capped at period
         self._avg_gain = 0.0  # running *sum* until seeded, then the average
         self._avg_loss = 0.0
-        self._value: float | None = None
 
     def update(self, x: float) -> float | None:
         x = _check_finite("x", x)
@@ -242,14 +241,6 @@ class RSI:
         total = self._avg_gain + self._avg_loss
         self._value = 100.0 * (self._avg_gain / total) if total != 0.0 else 0.0
         return self._value
-
-    @property
-    def value(self) -> float | None:
-        return self._value
-
-    @property
-    def ready(self) -> bool:
-        return self._value is not None
 
 
 class ATR:
