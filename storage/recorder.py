@@ -77,6 +77,9 @@ _ONE_SECOND = timedelta(seconds=1)
 
 Batch = dict[str, list[Row]]
 
+# Quote rows written per transaction (see Recorder.flush).
+QUOTE_CHUNK = 2_000
+
 
 def _empty_batch() -> Batch:
     return {table: [] for table in WRITE_ORDER}
@@ -314,10 +317,27 @@ class Recorder:
     # ----------------------------------------------------------------- batches
 
     async def flush(self) -> int:
-        """Write everything pending in one transaction; returns rows written.
-        On failure the rows stay pending for a retry and the error is raised."""
-        if not self._pending_count and not self._pending_deliveries:
-            return 0
+        """Write everything pending; returns rows written.
+
+        Quotes go in chunks of ``QUOTE_CHUNK`` rows, one transaction each, so a journal
+        write (an order about to be sent) waits at most for one chunk, never for a whole
+        backlog built up during a burst. On failure the rows stay pending for a retry and
+        the error is raised.
+        """
+        written = 0
+        while self._pending_count or self._pending_deliveries:
+            written += await self._flush_chunk()
+        return written
+
+    def _take_chunk(self) -> Batch:
+        quotes = self._pending["quotes"]
+        batch, self._pending = self._pending, _empty_batch()
+        if len(quotes) > QUOTE_CHUNK:
+            batch["quotes"], self._pending["quotes"] = quotes[:QUOTE_CHUNK], quotes[QUOTE_CHUNK:]
+        self._pending_count = len(self._pending["quotes"])
+        return batch
+
+    async def _flush_chunk(self) -> int:
         batch: Batch = {}
         alerts: list[Alert] = []
         deliveries: dict[int, tuple[Alert, str]] = {}
@@ -326,7 +346,7 @@ class Recorder:
             async with self._db.transaction():
                 # Taken under the lock: anything journaled before us is committed,
                 # anything journaled after us is newer than these rows.
-                batch, self._pending, self._pending_count = self._pending, _empty_batch(), 0
+                batch = self._take_chunk()
                 alerts, self._pending_alerts = self._pending_alerts, []
                 deliveries, self._pending_deliveries = self._pending_deliveries, {}
                 written = await self._db.write_batch_in_transaction(batch)

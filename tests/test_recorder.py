@@ -397,3 +397,25 @@ async def test_pending_market_data_is_shed_beyond_the_cap_but_orders_never(
     kept = await db.quotes("AAPL", T0, T0 + timedelta(seconds=1))
     assert [q.ts for q in kept] == [T0 + timedelta(milliseconds=i) for i in (7, 8, 9)]
     assert await db.order("c-1") is not None
+
+
+async def test_a_quote_backlog_is_written_in_chunks_and_the_journal_cuts_in(
+    db: Database, peek: Callable[[str], int]
+) -> None:
+    from storage.recorder import QUOTE_CHUNK
+
+    bus = EventBus()
+    recorder = Recorder(db, bus, flush_rows=10**9, flush_ms=60_000)
+    total = 3 * QUOTE_CHUNK + 7
+    for i in range(total):
+        bus.publish(quote(i))
+    flushing = asyncio.create_task(recorder.flush())
+    await asyncio.sleep(0)  # the flush holds the lock for its first chunk
+    await recorder.write_orders([make_order("c-urgent")])
+    # the order did not wait for the whole backlog: quotes are still being written
+    assert peek("orders") == 1
+    assert peek("quotes") < total
+    assert await flushing == total
+    assert peek("quotes") == total
+    assert recorder.flushes == 4
+    await recorder.stop()
