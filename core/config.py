@@ -9,7 +9,6 @@ what is allowed; the command line turns that into exit code 2.
 from __future__ import annotations
 
 import json
-from datetime import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -330,8 +329,6 @@ _ALLOWED_BY_TYPE = {
     "int_parsing": "a whole number",
     "float_parsing": "a number",
     "bool_parsing": "true or false",
-    "time_parsing": "a time HH:MM",
-    "enum": "one of: " + ", ".join(m.value for m in TradingMode),
     "literal_error": "one of the listed values",
 }
 
@@ -388,8 +385,6 @@ def render_env_example() -> str:
             text = ",".join(str(v) for v in default)
         elif isinstance(default, dict):
             text = json.dumps(default)
-        elif isinstance(default, time):
-            text = default.strftime("%H:%M")
         elif default is None:
             text = ""
         else:

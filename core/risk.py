@@ -97,9 +97,7 @@ class RiskManager:
 
     def halt(self, reason: str) -> bool:
         """No new risk; a tripped breaker stays tripped (it is the stronger state)."""
-        if self.state is TradingState.TRIPPED or (
-            self.state is TradingState.HALTED and self.state_reason == reason
-        ):
+        if self.state is TradingState.TRIPPED:
             return False
         return self._set_state(TradingState.HALTED, reason)
 

@@ -5,6 +5,7 @@ The same objects trade in live sim and here; only who moves the clock differs.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from core.brokers.sim import SimVenue
@@ -30,6 +31,7 @@ async def run_simulated(
         quotes += venue.advance_to(clock.now())
         system.on_timer()
         await system.execution.drain()
+        await asyncio.sleep(0)  # background writers (the recorder) get a turn every step
         if system.fatal_error is not None:
             raise system.fatal_error
     return quotes

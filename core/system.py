@@ -35,7 +35,6 @@ from core.execution import ExecutionEngine
 from core.journal import Journal, NullJournal
 from core.marketdata import MarketDataFeed
 from core.model import (
-    Alert,
     AlertSeverity,
     Bar,
     Fill,
@@ -103,8 +102,9 @@ class TradingSystem:
             self.feed,
             lambda: self.broker.connected,
         )
+        self._journal: Journal = journal or NullJournal()
         self.execution = ExecutionEngine(
-            self.bus, clock, broker, journal or NullJournal(), self.risk, self.portfolio
+            self.bus, clock, broker, self._journal, self.risk, self.portfolio
         )
         self.alerts = AlertRaiser(self.bus, clock)
         self.bars = BarBuilder(settings.bar_seconds, self._on_bar_built)
@@ -120,7 +120,6 @@ class TradingSystem:
             settings.exchange_calendar, timedelta(minutes=settings.daily_reset_offset_minutes)
         )
         self._trading_day = self.calendar.trading_day(clock.now())
-        self._journal: Journal = journal or NullJournal()
         self.recovery: RecoveryReport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
@@ -514,6 +513,3 @@ class TradingSystem:
             )
             for o in reversed(orders)
         )
-
-    def recent_alerts(self) -> list[Alert]:
-        return list(self.alerts.recent)

@@ -43,6 +43,7 @@ from core.clock import SimClock
 from core.config import load_settings
 from core.events import BarClosed, OrderSubmitted
 from core.model import Fill, OrderStatus, OrderStatusUpdate, Quote, QuoteSource
+from core.simulation import run_simulated
 from core.system import TradingSystem
 from storage.database import Database
 from storage.recorder import Recorder
@@ -201,18 +202,10 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
         # (rounded up to the clock's microsecond, never to the next slot).
         rate = QUOTES_PER_SYMBOL_PER_SECOND * len(settings.symbols)
         end = clock.now() + timedelta(microseconds=math.ceil(quotes * 1_000_000 / rate))
-        execution = system.execution
-        while clock.now() < end:
-            clock.advance(min(STEP, end - clock.now()))
-            venue.advance_to(clock.now())
-            system.on_timer()
-            # The replay driver's order (core.simulation.run_simulated): every order the
-            # step decided on is journaled and sent before the clock moves on, so order
-            # counts are deterministic and the order path runs at full weight.
-            await execution.drain()
-            await asyncio.sleep(0)  # the recorder's writer gets its turn every step
-            if system.fatal_error is not None:
-                raise system.fatal_error
+        # The replay driver: every order a step decided on is journaled and sent before the
+        # clock moves on, so order counts are deterministic and the order path runs at
+        # full weight.
+        await run_simulated(system, venue, clock, end - clock.now(), STEP)
         loop_seconds = time.perf_counter() - wall
         await recorder.stop()
         seconds = time.perf_counter() - wall
