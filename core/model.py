@@ -10,6 +10,11 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
+
+from typing_extensions import dataclass_transform
+
+_T = TypeVar("_T")
 
 
 class Side(StrEnum):
@@ -115,7 +120,19 @@ class QuoteSource(StrEnum):
     REPLAY = "replay"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_transform(frozen_default=True)
+def _frozen_for_mypy(cls: type[_T]) -> type[_T]:
+    """A slots dataclass that type checkers treat as frozen.
+
+    A million quotes a second pass through Quote. frozen=True makes ``__init__`` set
+    each field through ``object.__setattr__`` (0.78 µs a quote instead of 0.16 µs),
+    so at run time Quote is a plain slots dataclass with the hash a frozen one has;
+    mypy still rejects any assignment to a quote's fields, and none exists.
+    """
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
+
+@_frozen_for_mypy
 class Quote:
     symbol: str
     ts: datetime

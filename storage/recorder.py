@@ -64,6 +64,7 @@ from storage.rows import (
     to_db_ts,
 )
 from storage.schema import WRITE_ORDER, Row
+from storage.writer import WriterProcess
 
 # Market data can be re-fetched or lived without; the audit trail cannot.
 # When writes keep failing, these are dropped (oldest first) to bound memory.
@@ -85,6 +86,17 @@ def _empty_batch() -> Batch:
     return {table: [] for table in WRITE_ORDER}
 
 
+def _without_prefix(batch: Batch, rows: int) -> Batch:
+    """``batch`` less its first ``rows`` rows in write order (those already committed)."""
+    rest: Batch = {}
+    for table in WRITE_ORDER:
+        table_rows = batch.get(table, [])
+        skip = min(rows, len(table_rows))
+        rows -= skip
+        rest[table] = table_rows[skip:]
+    return rest
+
+
 class Recorder:
     """Batched bus → SQLite writer; also the core's ``Journal`` (``write_orders``).
 
@@ -101,10 +113,14 @@ class Recorder:
         flush_ms: float = 200.0,
         record_quotes: bool = True,
         max_pending_rows: int = 200_000,
+        writer: WriterProcess | None = None,
     ) -> None:
         if flush_rows < 1 or flush_ms <= 0 or max_pending_rows < 1:
             raise ValueError("flush_rows, flush_ms and max_pending_rows must be positive")
         self._db = db
+        # With a writer process, batches and the journal are written on another core;
+        # alerts (whose row ids are needed back) still go through ``db``.
+        self._writer = writer
         self._flush_rows = flush_rows
         self._flush_s = flush_ms / 1000.0
         self._max_pending = max_pending_rows
@@ -291,6 +307,19 @@ class Recorder:
         Raises when the write fails: the caller must then send none of them.
         """
         stale: list[Row] = []
+        if self._writer is not None:
+            rows = [order_row(order) for order in orders]
+            for order in orders:
+                stale += self._take_pending_order_rows(order.client_order_id)
+            try:
+                await self._writer.insert_new_orders(rows)
+            except BaseException:
+                self._restore({"orders": stale})
+                ids = ", ".join(o.client_order_id for o in orders)
+                logger.exception("recorder: journaling orders {ids} failed", ids=ids)
+                raise
+            self.rows_written += len(orders)
+            return
         try:
             async with self._db.transaction():
                 # Snapshot and discard older pending snapshots of these orders in one
@@ -338,6 +367,8 @@ class Recorder:
         return batch
 
     async def _flush_chunk(self) -> int:
+        if self._writer is not None:
+            return await self._flush_chunk_to_writer(self._writer)
         batch: Batch = {}
         alerts: list[Alert] = []
         deliveries: dict[int, tuple[Alert, str]] = {}
@@ -362,6 +393,42 @@ class Recorder:
         self.rows_written += written
         self.flushes += 1
         return written
+
+    async def _flush_chunk_to_writer(self, writer: WriterProcess) -> int:
+        # Taken synchronously, like a journal write's rows: the child writes requests in
+        # the order they were taken (a journal goes first only past unrelated rows).
+        batch = self._take_chunk()
+        self._pending_count += len(self._pending_alerts)  # still pending: written below
+        try:
+            written = await writer.write_batch(batch)
+        except BaseException as exc:
+            committed = int(getattr(exc, "committed", 0))
+            self._restore(_without_prefix(batch, committed))
+            self.rows_written += committed
+            self.write_errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self.rows_written += written
+        self.flushes += 1
+        if self._pending_alerts or self._pending_deliveries:
+            written += await self._flush_alerts()
+        return written
+
+    async def _flush_alerts(self) -> int:
+        alerts, self._pending_alerts = self._pending_alerts, []
+        self._pending_count -= len(alerts)
+        deliveries, self._pending_deliveries = self._pending_deliveries, {}
+        try:
+            async with self._db.transaction():
+                new_ids = await self._write_alerts(alerts, deliveries)
+        except BaseException as exc:
+            self._restore_alerts(alerts, deliveries)
+            self.write_errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self._remember_alert_ids(new_ids)
+        self.rows_written += len(alerts)
+        return len(alerts)
 
     async def _write_alerts(
         self, alerts: list[Alert], deliveries: dict[int, tuple[Alert, str]]
@@ -454,3 +521,6 @@ class Recorder:
         except Exception:
             logger.exception("recorder: final flush failed, {n} rows lost", n=self._pending_count)
             raise
+        finally:
+            if self._writer is not None:
+                await self._writer.close()

@@ -48,6 +48,7 @@ from core.model import (
 )
 from storage.database import Database
 from storage.recorder import Recorder
+from storage.writer import WriterProcess
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
@@ -63,6 +64,23 @@ async def db(db_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(db_path, busy_timeout_ms=20)
     yield database
     await database.close()
+
+
+@pytest.fixture(params=["in-process", "writer-process"])
+async def make_recorder(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Recorder]]:
+    """Every behaviour below holds for both writers: aiosqlite in this process, and the
+    child process the console uses (storage.writer_process)."""
+    writers: list[WriterProcess] = []
+
+    def make(db: Database, bus: EventBus, **kwargs: object) -> Recorder:
+        if request.param == "writer-process":
+            writers.append(WriterProcess(db.path, busy_timeout_ms=20))
+            kwargs["writer"] = writers[-1]
+        return Recorder(db, bus, **kwargs)  # type: ignore[arg-type]
+
+    yield make
+    for writer in writers:
+        await writer.close()
 
 
 @pytest.fixture
@@ -107,10 +125,10 @@ async def stop_task(recorder: Recorder, task: asyncio.Task[None]) -> None:
 
 
 async def test_nothing_is_written_until_the_row_threshold(
-    db: Database, peek: Callable[[str], int]
+    make_recorder: Callable[..., Recorder], db: Database, peek: Callable[[str], int]
 ) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus, flush_rows=10, flush_ms=60_000)
+    recorder = make_recorder(db, bus, flush_rows=10, flush_ms=60_000)
     task = asyncio.create_task(recorder.run())
     for i in range(9):
         bus.publish(quote(i))
@@ -128,10 +146,10 @@ async def test_nothing_is_written_until_the_row_threshold(
 
 
 async def test_pending_rows_are_written_after_flush_ms(
-    db: Database, peek: Callable[[str], int]
+    make_recorder: Callable[..., Recorder], db: Database, peek: Callable[[str], int]
 ) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus, flush_rows=1000, flush_ms=250)
+    recorder = make_recorder(db, bus, flush_rows=1000, flush_ms=250)
     task = asyncio.create_task(recorder.run())
     await asyncio.sleep(0)
     loop = asyncio.get_running_loop()
@@ -148,10 +166,10 @@ async def test_pending_rows_are_written_after_flush_ms(
 
 
 async def test_stop_flushes_everything_and_ends_run(
-    db: Database, peek: Callable[[str], int]
+    make_recorder: Callable[..., Recorder], db: Database, peek: Callable[[str], int]
 ) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus, flush_rows=1000, flush_ms=60_000)
+    recorder = make_recorder(db, bus, flush_rows=1000, flush_ms=60_000)
     task = asyncio.create_task(recorder.run())
     for i in range(25):
         bus.publish(quote(i))
@@ -164,9 +182,11 @@ async def test_stop_flushes_everything_and_ends_run(
     assert recorder.pending_rows == 0
 
 
-async def test_order_events_are_snapshots_taken_at_publish_time(db: Database) -> None:
+async def test_order_events_are_snapshots_taken_at_publish_time(
+    make_recorder: Callable[..., Recorder], db: Database
+) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus, flush_rows=1000, flush_ms=60_000)
+    recorder = make_recorder(db, bus, flush_rows=1000, flush_ms=60_000)
     order = make_order()
     bus.publish(OrderSubmitted(order, T0))
     order.transition(OrderStatus.SUBMITTED, T0 + timedelta(seconds=1), "acked")
@@ -195,8 +215,10 @@ async def test_order_events_are_snapshots_taken_at_publish_time(db: Database) ->
 # --------------------------------------------------------------------------- journal
 
 
-async def test_write_order_is_durable_when_it_returns(db: Database, db_path: Path) -> None:
-    recorder = Recorder(db, EventBus())
+async def test_write_order_is_durable_when_it_returns(
+    make_recorder: Callable[..., Recorder], db: Database, db_path: Path
+) -> None:
+    recorder = make_recorder(db, EventBus())
     await recorder.write_order(make_order("c-journal"))
     with sqlite3.connect(db_path) as other:
         row = other.execute(
@@ -206,9 +228,11 @@ async def test_write_order_is_durable_when_it_returns(db: Database, db_path: Pat
     assert recorder.pending_rows == 0
 
 
-async def test_write_order_supersedes_older_pending_snapshots(db: Database) -> None:
+async def test_write_order_supersedes_older_pending_snapshots(
+    make_recorder: Callable[..., Recorder], db: Database
+) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus, flush_rows=1000, flush_ms=60_000)
+    recorder = make_recorder(db, bus, flush_rows=1000, flush_ms=60_000)
     order = make_order()
     bus.publish(OrderSubmitted(order, T0))
     order.transition(OrderStatus.SUBMITTED, T0 + timedelta(seconds=1))
@@ -220,10 +244,10 @@ async def test_write_order_supersedes_older_pending_snapshots(db: Database) -> N
 
 
 async def test_write_order_runs_safely_beside_a_batch_flush(
-    db: Database, peek: Callable[[str], int]
+    make_recorder: Callable[..., Recorder], db: Database, peek: Callable[[str], int]
 ) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus, flush_rows=100_000, flush_ms=60_000)
+    recorder = make_recorder(db, bus, flush_rows=100_000, flush_ms=60_000)
     for i in range(5000):
         bus.publish(quote(i))
     orders = [make_order(f"c-{i}") for i in range(5)]
@@ -236,10 +260,10 @@ async def test_write_order_runs_safely_beside_a_batch_flush(
 
 
 async def test_every_recorded_event_type_lands_in_its_table(
-    db: Database, peek: Callable[[str], int]
+    make_recorder: Callable[..., Recorder], db: Database, peek: Callable[[str], int]
 ) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus)
+    recorder = make_recorder(db, bus)
     intent = OrderIntent("AAPL", Side.BUY, 500, reason="signal")
     order = make_order()
     events: list[object] = [
@@ -311,9 +335,11 @@ async def test_every_recorded_event_type_lands_in_its_table(
     assert (alert.severity, alert.key, alert.delivery) == ("critical", "breaker", "")
 
 
-async def test_repeated_fills_are_stored_once(db: Database) -> None:
+async def test_repeated_fills_are_stored_once(
+    make_recorder: Callable[..., Recorder], db: Database
+) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus)
+    recorder = make_recorder(db, bus)
     bus.publish(fill("e-1"))
     bus.publish(fill("e-1"))  # e.g. re-sent by the broker after a reconnect
     await recorder.flush()
@@ -323,9 +349,11 @@ async def test_repeated_fills_are_stored_once(db: Database) -> None:
     assert await db.fill_count() == 2
 
 
-async def test_quotes_can_be_left_out(db: Database, peek: Callable[[str], int]) -> None:
+async def test_quotes_can_be_left_out(
+    make_recorder: Callable[..., Recorder], db: Database, peek: Callable[[str], int]
+) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus, record_quotes=False)
+    recorder = make_recorder(db, bus, record_quotes=False)
     bus.publish(quote(0))
     bus.publish(fill())
     await recorder.flush()
@@ -336,10 +364,10 @@ async def test_quotes_can_be_left_out(db: Database, peek: Callable[[str], int]) 
 
 
 async def test_failed_flush_keeps_rows_for_retry(
-    db: Database, db_path: Path, peek: Callable[[str], int]
+    make_recorder: Callable[..., Recorder], db: Database, db_path: Path, peek: Callable[[str], int]
 ) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus)
+    recorder = make_recorder(db, bus)
     for i in range(3):
         bus.publish(quote(i))
     bus.publish(fill())
@@ -360,12 +388,12 @@ async def test_failed_flush_keeps_rows_for_retry(
 
 
 async def test_run_logs_write_errors_and_retries(
-    db: Database, db_path: Path, peek: Callable[[str], int]
+    make_recorder: Callable[..., Recorder], db: Database, db_path: Path, peek: Callable[[str], int]
 ) -> None:
     errors: list[str] = []
     sink = logger.add(lambda m: errors.append(str(m)), level="ERROR")
     bus = EventBus()
-    recorder = Recorder(db, bus, flush_rows=1, flush_ms=20)
+    recorder = make_recorder(db, bus, flush_rows=1, flush_ms=20)
     blocker = sqlite3.connect(db_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     task = asyncio.create_task(recorder.run())
@@ -384,10 +412,11 @@ async def test_run_logs_write_errors_and_retries(
 
 
 async def test_pending_market_data_is_shed_beyond_the_cap_but_orders_never(
+    make_recorder: Callable[..., Recorder],
     db: Database,
 ) -> None:
     bus = EventBus()
-    recorder = Recorder(db, bus, flush_rows=1000, flush_ms=60_000, max_pending_rows=5)
+    recorder = make_recorder(db, bus, flush_rows=1000, flush_ms=60_000, max_pending_rows=5)
     bus.publish(OrderSubmitted(make_order(), T0))  # 2 rows: orders + order_events
     for i in range(10):
         bus.publish(quote(i))
@@ -400,12 +429,12 @@ async def test_pending_market_data_is_shed_beyond_the_cap_but_orders_never(
 
 
 async def test_a_quote_backlog_is_written_in_chunks_and_the_journal_cuts_in(
-    db: Database, peek: Callable[[str], int]
+    make_recorder: Callable[..., Recorder], db: Database, peek: Callable[[str], int]
 ) -> None:
     from storage.recorder import QUOTE_CHUNK
 
     bus = EventBus()
-    recorder = Recorder(db, bus, flush_rows=10**9, flush_ms=60_000)
+    recorder = make_recorder(db, bus, flush_rows=10**9, flush_ms=60_000)
     total = 3 * QUOTE_CHUNK + 7
     for i in range(total):
         bus.publish(quote(i))

@@ -47,6 +47,7 @@ from core.simulation import run_simulated
 from core.system import TradingSystem
 from storage.database import Database
 from storage.recorder import Recorder
+from storage.writer import WriterProcess
 
 BAR_STRATEGY = "core.strategy.ma_cross:MovingAverageCross"
 ORDER_HEAVY_STRATEGY = "core.strategy.every_quote:EveryQuote"
@@ -189,7 +190,8 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
     venue = SimVenue(sim_venue_config(settings), clock)
     database = await Database.open(settings.database_path)
     bus = EventBus()
-    recorder = Recorder(database, bus, record_quotes=True)
+    writer = WriterProcess(settings.database_path)
+    recorder = Recorder(database, bus, record_quotes=True, writer=writer)
     system = TradingSystem(settings, venue, clock, journal=recorder, bus=bus)
     timed = _TimedListener(system)
     venue.set_listener(timed)

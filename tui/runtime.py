@@ -19,6 +19,7 @@ from core.strategy.loader import load_strategy_class
 from core.system import TradingSystem
 from storage.database import Database
 from storage.recorder import Recorder
+from storage.writer import WriterProcess
 from tui.logs import install_redaction
 
 # How long the last alerts (a crash report above all) may hold up the exit.
@@ -88,7 +89,9 @@ async def build_runtime(
     database = await Database.open(settings.database_path)
     try:
         bus = EventBus()
-        recorder = Recorder(database, bus, record_quotes=settings.record_quotes)
+        # Rows are written by a child process on the other core (storage.writer_process).
+        writer = WriterProcess(settings.database_path)
+        recorder = Recorder(database, bus, record_quotes=settings.record_quotes, writer=writer)
         system = TradingSystem(settings, broker, clock, journal=recorder, bus=bus)
         monitoring = MonitoringService(
             system, settings, channels=channels, heartbeat_store=database, retry=alert_retry
