@@ -364,6 +364,12 @@ class Recorder:
         if len(quotes) > QUOTE_CHUNK:
             batch["quotes"], self._pending["quotes"] = quotes[:QUOTE_CHUNK], quotes[QUOTE_CHUNK:]
         self._pending_count = len(self._pending["quotes"])
+        orders = batch["orders"]
+        if len(orders) > 1:
+            # An order changes state several times between flushes; the orders table
+            # keeps only its newest snapshot, so only that is written (order_events
+            # keeps every step).
+            batch["orders"] = list({row[0]: row for row in orders}.values())
         return batch
 
     async def _flush_chunk(self) -> int:

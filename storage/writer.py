@@ -91,7 +91,7 @@ class WriterProcess:
 
     async def write_batch(self, batch: Mapping[str, Sequence[Row]]) -> int:
         """Write live rows of several tables in one transaction; returns rows written."""
-        return await self._request("batch", {t: list(rows) for t, rows in batch.items() if rows})
+        return await self._request("batch", {t: rows for t, rows in batch.items() if rows})
 
     async def insert_new_orders(self, rows: Sequence[Row]) -> int:
         """The order journal: plain INSERTs in one transaction, served before batches.
@@ -100,19 +100,14 @@ class WriterProcess:
         return await self._request("orders", list(rows))
 
     async def _request(self, kind: str, body: object) -> int:
-        await self.start()
-        process = self._process
-        assert process is not None and process.stdin is not None
-        self._seq += 1
-        seq = self._seq
-        reply = asyncio.get_running_loop().create_future()
-        self._replies[seq] = reply
+        frame_body = (kind, body)
         try:
-            process.stdin.write(encode((seq, kind, body)))
-            await process.stdin.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            self._replies.pop(seq, None)
-            raise WriterProcessError(f"writer process: sending failed: {exc}") from exc
+            reply = await self._send(frame_body)
+        except WriterProcessError:
+            # The child was gone before it read the request, so nothing of it was
+            # written: a new child may take it (once).
+            await self._forget_dead_child()
+            reply = await self._send(frame_body)
         written, error_class, error_text = await reply
         if error_class is None:
             return written
@@ -125,6 +120,35 @@ class WriterProcess:
             error = WriterProcessError(f"writer process: {error_class}: {error_text}")
         error.committed = written  # type: ignore[attr-defined]
         raise error
+
+    async def _send(
+        self, frame_body: tuple[str, object]
+    ) -> asyncio.Future[tuple[int, str | None, str | None]]:
+        await self.start()
+        process = self._process
+        assert process is not None and process.stdin is not None
+        self._seq += 1
+        seq = self._seq
+        reply = asyncio.get_running_loop().create_future()
+        self._replies[seq] = reply
+        try:
+            process.stdin.write(encode((seq, *frame_body)))
+            await process.stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            self._replies.pop(seq, None)
+            if reply.done():
+                reply.exception()  # the reader failed it too: this error is the one raised
+            else:
+                reply.cancel()
+            raise WriterProcessError(f"writer process: sending failed: {exc!r}") from exc
+        return reply
+
+    async def _forget_dead_child(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await self._reap(process)
 
     async def _read_replies(self, process: asyncio.subprocess.Process) -> None:
         stdout = process.stdout
