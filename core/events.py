@@ -18,10 +18,11 @@ from core.model import (
     Quote,
     TargetPosition,
     TradingState,
+    frozen_for_mypy,
 )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_for_mypy
 class QuoteReceived:
     """A quote passed validation and is now the latest for its symbol."""
 
@@ -40,7 +41,7 @@ class BarClosed:
     bar: Bar
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_for_mypy
 class TargetChanged:
     target: TargetPosition
     ts: datetime
@@ -63,7 +64,7 @@ class RiskRejected:
     ts: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_for_mypy
 class OrderSubmitted:
     """Journaled and handed to the broker."""
 
@@ -71,7 +72,7 @@ class OrderSubmitted:
     ts: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_for_mypy
 class OrderUpdated:
     """An order's status, fill quantity or message changed. ``order`` is the live object."""
 
@@ -96,7 +97,7 @@ class OrderUpdateRefused:
     ts: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_for_mypy
 class FillReceived:
     fill: Fill
 

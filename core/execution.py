@@ -5,11 +5,20 @@ works, that order is cancelled and the new delta is sent only once the cancel
 is confirmed (cancel/replace without stacking). Orders are journaled before
 they reach the broker; the send itself is fire-and-track from one sender task,
 so the quote → order decision stays synchronous and never awaits I/O.
+
+Memory stays bounded in a long, busy session: with ``order_history`` set, only the
+working orders and the most recent ``order_history`` finished ones are kept as
+objects (the journal holds them all). An order dropped from memory leaves one byte
+(its final status) behind, so a late broker report about it is still judged like
+one about a finished order, not as one about an unknown order. Execution ids are
+never dropped: a broker may resend a session's executions (IB does on reconnect),
+and a resent one must still be ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from datetime import datetime, timedelta
 
 from loguru import logger
@@ -44,6 +53,25 @@ from core.risk import RiskManager
 # Fill-driven statuses come from our own fill accounting, never from the
 # broker's status message alone (IB may report "Filled" before execDetails).
 _FILL_STATUSES = frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED})
+# Statuses that say nothing new about an order that has already finished.
+_NOTHING_NEW_WHEN_FINISHED = _FILL_STATUSES | {OrderStatus.SUBMITTED}
+# Enum members as module constants: `Side.BUY` is an attribute lookup on the enum class
+# (~60 ns), and these are read for every order and on every quote that meets one.
+_BUY = Side.BUY
+_SELL = Side.SELL
+_MARKET = OrderType.MARKET
+_FILLED = OrderStatus.FILLED
+_CANCELLED = OrderStatus.CANCELLED
+_REJECTED = OrderStatus.REJECTED
+_SUBMITTED = OrderStatus.SUBMITTED
+_PENDING_SUBMIT = OrderStatus.PENDING_SUBMIT
+_PENDING_CANCEL = OrderStatus.PENDING_CANCEL
+# A finished order dropped from memory is remembered by one byte: its final status.
+_RETIRED_CODE = {OrderStatus.FILLED: 1, OrderStatus.CANCELLED: 2, OrderStatus.REJECTED: 3}
+_RETIRED_STATUS = {code: status for status, code in _RETIRED_CODE.items()}
+# Finished orders kept as objects when the system has a journal that holds them all:
+# the console shows the latest 200, and a late broker report finds its order.
+ORDER_HISTORY = 1_000
 
 
 class ExecutionEngine:
@@ -57,7 +85,9 @@ class ExecutionEngine:
         portfolio: Portfolio,
         *,
         id_prefix: str = "TC",
+        order_history: int | None = None,
     ) -> None:
+        """``order_history``: finished orders kept as objects (None: every order)."""
         self._bus = bus
         self._clock = clock
         self._broker = broker
@@ -67,7 +97,18 @@ class ExecutionEngine:
         start = clock.now()
         self._id_stem = f"{id_prefix}-{start:%y%m%d-%H%M%S}"
         self._seq = 0
+        # Working orders and the most recent finished ones (all of them when
+        # order_history is None), in the order they were created or restored.
         self.orders: dict[str, Order] = {}
+        self.order_history = order_history
+        self.orders_created = 0  # by this engine (restored orders not counted)
+        self.orders_filled = 0  # orders that reached FILLED in this session
+        self._finished: deque[str] = deque()  # ids of finished orders still in `orders`
+        # Final status code (_RETIRED_CODE) of each of our own orders dropped from
+        # `orders`, indexed by sequence number; other ids (restored from an earlier
+        # session) by id.
+        self._retired_seq = bytearray()
+        self._retired_other: dict[str, OrderStatus] = {}
         self._working: dict[str, str] = {}  # symbol -> client order id
         self._targets: dict[str, TargetPosition] = {}
         self._cancel_before_send: set[str] = set()
@@ -105,14 +146,17 @@ class ExecutionEngine:
         delta = target.quantity - position
         working_id = self._working.get(symbol)
         if working_id is not None:
+            # Every quote of an order-driven strategy meets its working order here.
             order = self.orders[working_id]
-            if order.signed_remaining != delta and order.status is not OrderStatus.PENDING_CANCEL:
+            remaining = order.quantity - order.filled_quantity  # Order.signed_remaining
+            signed = remaining if order.side is _BUY else -remaining
+            if signed != delta and order.status is not _PENDING_CANCEL:
                 self.cancel(working_id, "replaced: target changed")
             return
         if delta == 0:
             return
-        side = Side.BUY if delta > 0 else Side.SELL
-        intent = OrderIntent(symbol, side, abs(delta), OrderType.MARKET, reason=target.reason)
+        side = _BUY if delta > 0 else _SELL
+        intent = OrderIntent(symbol, side, abs(delta), _MARKET, reason=target.reason)
         approved = self._risk.review(intent, position)
         if approved <= 0:
             # Not retried by itself: the next strategy target (or operator action) decides.
@@ -121,14 +165,16 @@ class ExecutionEngine:
         if approved < intent.quantity:
             # The clamp applies to the target, not just this order: chasing the rest in
             # further orders would walk around the per-order limit.
-            clamped = position + side.sign * approved
+            clamped = position + approved if side is _BUY else position - approved
             self._targets[symbol] = TargetPosition(symbol, clamped, f"{target.reason} (clamped)")
         self._submit(intent, approved, position)
 
     def _submit(self, intent: OrderIntent, quantity: int, position: int) -> Order:
         self._seq += 1
+        self.orders_created += 1
         now = self._clock.now()
-        reduce_only = position * intent.side.sign < 0 and quantity <= abs(position)
+        signed_position = position if intent.side is _BUY else -position
+        reduce_only = signed_position < 0 and quantity <= abs(position)
         order = Order(
             client_order_id=f"{self._id_stem}-{self._seq:04d}",
             symbol=intent.symbol,
@@ -158,6 +204,11 @@ class ExecutionEngine:
             finally:
                 for _ in batch:
                     self._send_queue.task_done()
+            # Finished orders are forgotten here, off the quote path, as new ones go out
+            # (memory grows only with new orders). This task starts after the start-up
+            # recovery, which matches the broker's orders against every restored one.
+            if self.order_history is not None and len(self._finished) > self.order_history:
+                self._retire_finished(self.order_history)
 
     async def _journal_and_send(self, batch: list[Order]) -> None:
         now = self._clock.now()
@@ -177,17 +228,14 @@ class ExecutionEngine:
             for order in orders:
                 self._reject(order, f"not sent: journal write failed ({exc})", None)
             return
-        for order in orders:
-            self._broker.place_order(order)
-            logger.info(
-                "order sent {side} {qty} {symbol}",
-                client_order_id=order.client_order_id,
-                side=str(order.side),
-                qty=order.quantity,
-                symbol=order.symbol,
-                reason=order.reason,
-            )
-            self._bus.publish(OrderSubmitted(order, now))
+        sent = 0
+        try:
+            for order in orders:
+                self._broker.place_order(order)
+                sent += 1
+                self._bus.publish(OrderSubmitted(order, now))
+        finally:
+            _log_sent(orders[:sent])
 
     async def drain(self) -> None:
         """Wait until every queued order has been journaled and sent."""
@@ -200,8 +248,9 @@ class ExecutionEngine:
             return
         if order.status is OrderStatus.PENDING_SUBMIT and order.broker_order_id is None:
             self._cancel_before_send.add(client_order_id)
-        order.transition(OrderStatus.PENDING_CANCEL, self._clock.now(), reason)
-        self._bus.publish(OrderUpdated(order, self._clock.now()))
+        now = self._clock.now()
+        order.transition(OrderStatus.PENDING_CANCEL, now, reason)
+        self._bus.publish(OrderUpdated(order, now))
         if client_order_id not in self._cancel_before_send:
             self._broker.cancel_order(client_order_id)
 
@@ -229,26 +278,28 @@ class ExecutionEngine:
     def on_order_status(self, update: OrderStatusUpdate) -> None:
         order = self.orders.get(update.client_order_id)
         if order is None:
+            retired = self._retired_status(update.client_order_id)
+            if retired is not None:
+                self._on_retired_status(update, retired)
+                return
             self._refuse(update.client_order_id, f"status {update.status} for an unknown order")
             return
         if update.broker_order_id and order.broker_order_id != update.broker_order_id:
             order.broker_order_id = update.broker_order_id
-        if update.status is OrderStatus.REJECTED:
+        status = update.status
+        if status is _REJECTED:
             self._reject(order, update.message or "rejected by broker", update.error_code)
             return
-        if update.status in _FILL_STATUSES:
+        if status in _FILL_STATUSES:
             if update.message:
                 order.last_message = update.message
             return
-        if (
-            update.status is OrderStatus.SUBMITTED
-            and order.status is not OrderStatus.PENDING_SUBMIT
-        ):
+        if status is _SUBMITTED and order.status is not _PENDING_SUBMIT:
             return  # a late acknowledgement after fills or a cancel request changes nothing
-        if update.status is OrderStatus.CANCELLED:
-            self._finish(order, OrderStatus.CANCELLED, update.message or "cancelled")
+        if status is _CANCELLED:
+            self._finish(order, _CANCELLED, update.message or "cancelled")
             return
-        self._transition(order, update.status, update.message)
+        self._transition(order, status, update.message)
 
     def on_broker_error(self, code: int, message: str, client_order_id: str | None) -> None:
         order = self.orders.get(client_order_id) if client_order_id else None
@@ -260,31 +311,47 @@ class ExecutionEngine:
 
     def on_fill(self, fill: Fill) -> bool:
         """Apply a fill exactly once (de-duplicated by execution id); returns whether new."""
-        if fill.exec_id in self._seen_exec_ids:
+        exec_id = fill.exec_id
+        seen = self._seen_exec_ids
+        if exec_id in seen:
             return False
-        self._seen_exec_ids.add(fill.exec_id)
+        seen.add(exec_id)
         self._last_fill_at[fill.symbol] = self._clock.now()
         self._portfolio.apply_fill(fill)
         self._bus.publish(FillReceived(fill))
         order = self.orders.get(fill.client_order_id)
         if order is None:
-            self._refuse(fill.client_order_id, f"fill {fill.exec_id} for an unknown order")
+            retired = self._retired_status(fill.client_order_id)
+            if retired is not None:
+                # The fill is booked (the money is real); the order it names had already
+                # finished, so our view of that order was wrong: say so.
+                self._refuse(
+                    fill.client_order_id,
+                    f"fill {exec_id} for an order that had already finished ({retired})",
+                )
+                return True
+            self._refuse(fill.client_order_id, f"fill {exec_id} for an unknown order")
             return True
         order.apply_fill_quantity(fill.quantity, fill.price, fill.commission)
         if order.filled_quantity >= order.quantity:
-            self._finish(order, OrderStatus.FILLED, "filled")
+            self._finish(order, _FILLED, "filled")
         else:
             self._transition(order, OrderStatus.PARTIALLY_FILLED, "partially filled")
         return True
 
     # ------------------------------------------------------------- helpers
     def _transition(self, order: Order, status: OrderStatus, message: str) -> bool:
+        now = self._clock.now()
         try:
-            changed = order.transition(status, self._clock.now(), message)
+            changed = order.transition(status, now, message)
         except InvalidOrderTransition as exc:
             self._refuse(order.client_order_id, str(exc))
             return False
-        self._bus.publish(OrderUpdated(order, self._clock.now()))
+        if changed and status in _RETIRED_CODE:  # it has finished just now
+            self._finished.append(order.client_order_id)
+            if status is _FILLED:
+                self.orders_filled += 1
+        self._bus.publish(OrderUpdated(order, now))
         return changed
 
     def _finish(self, order: Order, status: OrderStatus, message: str) -> None:
@@ -315,6 +382,56 @@ class ExecutionEngine:
         )
         self._bus.publish(OrderUpdateRefused(client_order_id, reason, self._clock.now()))
 
+    # ------------------------------------------------------------- bounded memory
+    def _retire_finished(self, keep: int) -> None:
+        """Drop the oldest finished orders from `orders` until ``keep`` remain."""
+        finished = self._finished
+        while len(finished) > keep:
+            client_order_id = finished.popleft()
+            order = self.orders.pop(client_order_id, None)
+            if order is None:
+                continue
+            code = _RETIRED_CODE[order.status]
+            seq = self._own_seq(client_order_id)
+            if seq is None:
+                self._retired_other[client_order_id] = order.status
+                continue
+            retired = self._retired_seq
+            if seq >= len(retired):
+                retired.extend(bytes(seq + 1 - len(retired)))
+            retired[seq] = code
+
+    def _own_seq(self, client_order_id: str) -> int | None:
+        # Ids in broker reports are not necessarily ours: isdigit() alone admits "²".
+        stem, _, seq = client_order_id.rpartition("-")
+        return int(seq) if stem == self._id_stem and seq.isascii() and seq.isdigit() else None
+
+    def _retired_status(self, client_order_id: str) -> OrderStatus | None:
+        """The final status of a finished order no longer in `orders`; None if unknown."""
+        seq = self._own_seq(client_order_id)
+        if seq is None:
+            return self._retired_other.get(client_order_id)
+        code = self._retired_seq[seq] if seq < len(self._retired_seq) else 0
+        return _RETIRED_STATUS.get(code)
+
+    def _on_retired_status(self, update: OrderStatusUpdate, final: OrderStatus) -> None:
+        """A broker status for a finished order dropped from memory, judged as if it were
+        still held: a repeat or an acknowledgement changes nothing, anything else is a
+        transition the order state machine refuses."""
+        if update.status in _NOTHING_NEW_WHEN_FINISHED or update.status is final:
+            logger.debug(
+                "late status for a finished order ignored",
+                client_order_id=update.client_order_id,
+                status=str(update.status),
+                final=str(final),
+            )
+            return
+        # The same text InvalidOrderTransition carries for an order still held.
+        self._refuse(
+            update.client_order_id,
+            f"order {update.client_order_id}: {final} -> {update.status} is not allowed",
+        )
+
     # ------------------------------------------------------------- recovery
     def mark_fill_seen(self, exec_id: str) -> None:
         """A fill already in the books (replayed from the journal) must not apply again."""
@@ -325,6 +442,8 @@ class ExecutionEngine:
         self.orders[order.client_order_id] = order
         if order.is_working:
             self._working[order.symbol] = order.client_order_id
+        else:
+            self._finished.append(order.client_order_id)
         stem, _, seq = order.client_order_id.rpartition("-")
         if stem == self._id_stem and seq.isdigit():
             # A restart within the same second shares the id stem: continue the
@@ -365,3 +484,28 @@ class ExecutionEngine:
         self.last_reconcile_at = now
         self._bus.publish(ReconciliationCompleted(mismatches, now))
         return mismatches
+
+
+def _log_sent(orders: list[Order]) -> None:
+    """One log line per journaled batch: a line costs ~25 µs in loguru, and the order
+    path sends one batch per loop turn. Each order's id, side, quantity, symbol and
+    reason are in the line; a batch of one reads as it always has."""
+    if not orders:
+        return
+    if len(orders) == 1:
+        order = orders[0]
+        logger.info(
+            "order sent {side} {qty} {symbol}",
+            client_order_id=order.client_order_id,
+            side=str(order.side),
+            qty=order.quantity,
+            symbol=order.symbol,
+            reason=order.reason,
+        )
+        return
+    summary = "; ".join(
+        f"{o.side} {o.quantity} {o.symbol} {o.client_order_id} ({o.reason})" for o in orders
+    )
+    # The summary goes in as a positional argument: formatted into the message, not
+    # repeated as a field, and braces in a reason are not read as format fields.
+    logger.info("orders sent ({count}): {}", summary, count=len(orders))

@@ -32,7 +32,8 @@ class _SymbolState:
     last: Quote | None = None
     last_mid: float | None = None  # last.mid, kept so each quote computes one mid, not three
     jump_candidate: float | None = None
-    jump_confirmations: int = 0
+    jump_confirmations: int = 0  # 0 exactly when jump_candidate is None
+    accepted: int = 0
 
 
 class MarketDataFeed:
@@ -54,7 +55,6 @@ class MarketDataFeed:
         self._stale_after = stale_after_seconds
         self._state: dict[str, _SymbolState] = {s: _SymbolState() for s in symbols}
         self.rejected: Counter[str] = Counter()
-        self.accepted: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ intake
     def on_raw_quote(self, quote: Quote) -> bool:
@@ -76,8 +76,13 @@ class MarketDataFeed:
             mid = (bid + ask) / 2.0  # exactly Quote.mid
             reference = state.last_mid
             if reference is None or abs(mid - reference) / reference <= self._max_jump:
-                state.jump_candidate, state.jump_confirmations = None, 0
-                self._accept(state, quote, mid)
+                # `_accept` written out: this runs for every quote.
+                if state.jump_confirmations:
+                    state.jump_candidate, state.jump_confirmations = None, 0
+                state.last = quote
+                state.last_mid = mid
+                state.accepted += 1
+                self._bus.publish(QuoteReceived(quote))
                 return True
         reason = self._invalid_reason(quote)
         if reason is not None:
@@ -89,7 +94,7 @@ class MarketDataFeed:
     def _accept(self, state: _SymbolState, quote: Quote, mid: float) -> None:
         state.last = quote
         state.last_mid = mid
-        self.accepted[quote.symbol] += 1
+        state.accepted += 1
         self._bus.publish(QuoteReceived(quote))
 
     def _invalid_reason(self, q: Quote) -> str | None:
@@ -139,6 +144,11 @@ class MarketDataFeed:
         self._bus.publish(QuoteRejected(symbol, reason, self._clock.now()))
 
     # ------------------------------------------------------------------ queries
+    @property
+    def accepted(self) -> Counter[str]:
+        """Quotes accepted per symbol (counted per symbol state: cheaper per quote)."""
+        return Counter({s: st.accepted for s, st in self._state.items() if st.accepted})
+
     def latest(self, symbol: str) -> Quote | None:
         state = self._state.get(symbol)
         return state.last if state else None
@@ -150,8 +160,12 @@ class MarketDataFeed:
         return (self._clock.now() - quote.ts).total_seconds()
 
     def is_stale(self, symbol: str) -> bool:
-        age = self.age_seconds(symbol)
-        return age is None or age > self._stale_after
+        # age_seconds written out: risk asks this for every order.
+        state = self._state.get(symbol)
+        quote = state.last if state else None
+        if quote is None:
+            return True
+        return (self._clock.now() - quote.ts).total_seconds() > self._stale_after
 
     def stale_symbols(self) -> list[str]:
         return [s for s in sorted(self._symbols) if self.is_stale(s)]

@@ -121,8 +121,8 @@ class QuoteSource(StrEnum):
 
 
 @dataclass_transform(frozen_default=True)
-def _frozen_for_mypy(cls: type[_T]) -> type[_T]:
-    """A slots dataclass that type checkers treat as frozen.
+def frozen_for_mypy(cls: type[_T]) -> type[_T]:
+    """A slots dataclass that type checkers treat as frozen, for what the quote path builds.
 
     A million quotes a second pass through Quote. frozen=True makes ``__init__`` set
     each field through ``object.__setattr__`` (0.78 µs a quote instead of 0.16 µs),
@@ -132,7 +132,7 @@ def _frozen_for_mypy(cls: type[_T]) -> type[_T]:
     return dataclass(slots=True, unsafe_hash=True)(cls)
 
 
-@_frozen_for_mypy
+@frozen_for_mypy
 class Quote:
     symbol: str
     ts: datetime
@@ -164,7 +164,7 @@ class Bar:
     ticks: int  # number of quotes that built the bar
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_for_mypy
 class TargetPosition:
     """What a strategy wants to hold in a symbol (signed shares)."""
 
@@ -173,7 +173,7 @@ class TargetPosition:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_for_mypy
 class OrderIntent:
     """A concrete order proposal before risk has looked at it."""
 
@@ -246,7 +246,7 @@ class Order:
         self.commission += commission
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_for_mypy
 class Fill:
     exec_id: str
     client_order_id: str
@@ -262,7 +262,7 @@ class Fill:
         return self.side.sign * self.quantity
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_for_mypy
 class OrderStatusUpdate:
     """What a broker reports about one of our orders (fills arrive separately as Fill)."""
 

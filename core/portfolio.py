@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from core.model import Fill, Position
 
+# Market value is re-summed from the positions every this many incremental marks.
+_RECOMPUTE_EVERY = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class PnlSummary:
@@ -40,11 +43,9 @@ class Portfolio:
         self._max_drawdown_pct = 0.0
         # Market value is kept incrementally because every quote re-marks a position and
         # the breaker reads equity on every quote; it is recomputed exactly on each fill
-        # and every RECOMPUTE_EVERY marks so rounding cannot drift.
+        # and every _RECOMPUTE_EVERY marks so rounding cannot drift.
         self._market_value = 0.0
         self._marks_since_recompute = 0
-
-    RECOMPUTE_EVERY = 10_000
 
     # ----------------------------------------------------------------- updates
     def position(self, symbol: str) -> Position:
@@ -87,7 +88,13 @@ class Portfolio:
         return realized
 
     def _recompute_market_value(self) -> None:
-        self._market_value = sum(p.market_value for p in self.positions.values())
+        # sum(p.market_value ...) without a generator and a property per position (every
+        # fill comes here): the same additions in the same order, so the same float.
+        value: float = 0
+        for p in self.positions.values():
+            quantity = p.quantity
+            value += quantity * p.mark_price if quantity else 0.0
+        self._market_value = value
         self._marks_since_recompute = 0
 
     def mark(self, symbol: str, price: float) -> bool:
@@ -103,12 +110,21 @@ class Portfolio:
         quantity = pos.quantity
         if not quantity:
             return False
-        self._marks_since_recompute += 1
-        if self._marks_since_recompute >= self.RECOMPUTE_EVERY or math.isnan(previous):
+        marks = self._marks_since_recompute = self._marks_since_recompute + 1
+        # `previous != previous` is math.isnan(previous) without the call.
+        if marks >= _RECOMPUTE_EVERY or previous != previous:
             self._recompute_market_value()
         else:
             self._market_value += quantity * (price - previous)
-        self._update_peak()
+        # _update_peak written out: this runs for every quote of a held symbol.
+        equity = self.cash + self._market_value
+        peak = self._peak_equity
+        if equity > peak:
+            self._peak_equity = equity
+        elif peak > 0:
+            dd = (peak - equity) / peak * 100.0
+            if dd > self._max_drawdown_pct:
+                self._max_drawdown_pct = dd
         return True
 
     def _update_peak(self) -> None:
@@ -147,7 +163,14 @@ class Portfolio:
 
     @property
     def gross_exposure(self) -> float:
-        return sum(abs(p.market_value) for p in self.positions.values())
+        # sum(abs(p.market_value) ...) without a generator and a property per position:
+        # risk reads this for every order.
+        # Same types as that sum too: int 0 with no positions, float otherwise.
+        gross: float = 0
+        for p in self.positions.values():
+            quantity = p.quantity
+            gross += abs(quantity * p.mark_price) if quantity else 0.0
+        return gross
 
     # equity, daily_pnl and drawdown_pct are read for every quote that moves a held
     # position (the breaker check): computed from the fields, not through each other.

@@ -31,6 +31,16 @@ from core.marketdata import MarketDataFeed
 from core.model import OrderIntent, OrderType, Side, TradingState
 from core.portfolio import Portfolio
 
+# Enum members as module constants: `Side.BUY` is an attribute lookup on the enum class
+# (~60 ns), and review runs for every order.
+_BUY = Side.BUY
+_LIMIT = OrderType.LIMIT
+# Which limit bound an order (compared by identity in _apply_limits).
+_NO_LIMIT = "none"
+_POSITION_SIZE = "position size"
+_ORDER_NOTIONAL = "order notional"
+_LEVERAGE = "leverage"
+
 
 @dataclass(frozen=True, slots=True)
 class RiskLimits:
@@ -162,34 +172,29 @@ class RiskManager:
     # -------------------------------------------------------------- pre-trade
     def review(self, intent: OrderIntent, position: int) -> int:
         """Return the approved quantity (0 = rejected); publishes clamp/reject events."""
-        if intent.quantity <= 0:
-            return self._reject(intent, f"quantity must be positive, got {intent.quantity}")
-        sign = intent.side.sign
-        reduce_part = min(intent.quantity, abs(position)) if position * sign < 0 else 0
-        if reduce_part == intent.quantity:
-            return intent.quantity  # only reduces exposure: allowed in every state
+        quantity = intent.quantity
+        if quantity <= 0:
+            return self._reject(intent, f"quantity must be positive, got {quantity}")
+        sign = 1 if intent.side is _BUY else -1
+        reduce_part = min(quantity, abs(position)) if position * sign < 0 else 0
+        if reduce_part == quantity:
+            return quantity  # only reduces exposure: allowed in every state
 
-        caps: list[tuple[int, str]] = []
         blocked = self._blocked_reason(intent.symbol)
         if blocked:
-            caps.append((0, blocked))
+            approved, binding = 0, blocked
         else:
-            caps.extend(self._limit_caps(intent, position))
-
-        approved = intent.quantity
-        binding = ""
-        for cap, reason in caps:
-            if cap < approved:
-                approved, binding = max(cap, 0), reason
-        approved = max(approved, reduce_part)
+            approved, binding = self._apply_limits(intent, position, sign)
+        if approved < reduce_part:
+            approved = reduce_part
         if approved <= 0:
             return self._reject(intent, binding)
-        if approved < intent.quantity:
+        if approved < quantity:
             self.clamped_count += 1
             logger.info(
                 "order clamped {q}->{a}: {reason}",
                 symbol=intent.symbol,
-                q=intent.quantity,
+                q=quantity,
                 a=approved,
                 reason=binding,
             )
@@ -206,58 +211,71 @@ class RiskManager:
         if self._feed.is_stale(symbol):
             return "no fresh quote (stale data)"
         now = self._clock.monotonic()
-        while self._sent and now - self._sent[0] >= 60.0:
-            self._sent.popleft()
-        if len(self._sent) >= self.limits.max_orders_per_minute:
+        sent = self._sent
+        while sent and now - sent[0] >= 60.0:
+            sent.popleft()
+        if len(sent) >= self.limits.max_orders_per_minute:
             return f"MAX_ORDERS_PER_MINUTE {self.limits.max_orders_per_minute} reached"
         return None
 
-    def _limit_caps(self, intent: OrderIntent, position: int) -> list[tuple[int, str]]:
+    def _apply_limits(self, intent: OrderIntent, position: int, sign: int) -> tuple[int, str]:
+        """Clamp ``intent.quantity`` to every limit; returns it with the binding limit's reason.
+
+        The limits are applied in a fixed order (position size, order notional,
+        leverage), and a limit binds when it is below what the earlier ones left, so
+        with several at zero the last of them names the reason. Only that reason is
+        formatted: the text of every limit costs more than the checks themselves, and
+        this runs for every order.
+        """
         quote = self._feed.latest(intent.symbol)
         assert quote is not None  # _blocked_reason guarantees a fresh quote
-        price = quote.ask if intent.side is Side.BUY else quote.bid
-        sign = intent.side.sign
+        price = quote.ask if sign > 0 else quote.bid
         lim = self.limits
-        caps: list[tuple[int, str]] = []
-        if intent.order_type is OrderType.LIMIT:
-            if intent.limit_price is None or intent.limit_price <= 0:
-                return [(0, "limit order without a positive limit price")]
-            off = abs(intent.limit_price - quote.mid) / quote.mid * 100.0
+        if intent.order_type is _LIMIT:
+            limit_price = intent.limit_price
+            if limit_price is None or limit_price <= 0:
+                return 0, "limit order without a positive limit price"
+            off = abs(limit_price - quote.mid) / quote.mid * 100.0
             if off > lim.price_collar_pct:
-                return [
-                    (
-                        0,
-                        f"PRICE_COLLAR_PCT: limit {intent.limit_price:.4f} is {off:.2f}% "
-                        f"from mid {quote.mid:.4f} (max {lim.price_collar_pct}%)",
-                    )
-                ]
-            price = max(price, intent.limit_price) if sign > 0 else min(price, intent.limit_price)
+                return (
+                    0,
+                    f"PRICE_COLLAR_PCT: limit {limit_price:.4f} is {off:.2f}% "
+                    f"from mid {quote.mid:.4f} (max {lim.price_collar_pct}%)",
+                )
+            price = max(price, limit_price) if sign > 0 else min(price, limit_price)
 
+        portfolio = self._portfolio
         max_shares = math.floor(lim.max_position_size / price)
-        caps.append(
-            (
-                max_shares - sign * position,
-                f"MAX_POSITION_SIZE ${lim.max_position_size:,.0f} ({max_shares} sh at {price:.2f})",
+        equity = portfolio.equity
+        if equity > 0:
+            held = portfolio.positions.get(intent.symbol)
+            own_gross = abs(held.market_value) if held else 0.0
+            room = lim.max_leverage * equity - (portfolio.gross_exposure - own_gross)
+            max_abs_after = math.floor(room / price)
+        else:
+            max_abs_after = 0
+        approved = intent.quantity
+        binding = _NO_LIMIT
+        cap = max_shares - sign * position
+        if cap < approved:
+            approved, binding = max(cap, 0), _POSITION_SIZE
+        cap = math.floor(lim.max_order_notional / price)
+        if cap < approved:
+            approved, binding = max(cap, 0), _ORDER_NOTIONAL
+        cap = max_abs_after - sign * position
+        if cap < approved:
+            approved, binding = max(cap, 0), _LEVERAGE
+        if binding is _NO_LIMIT:
+            return approved, ""
+        if binding is _POSITION_SIZE:
+            reason = (
+                f"MAX_POSITION_SIZE ${lim.max_position_size:,.0f} ({max_shares} sh at {price:.2f})"
             )
-        )
-        caps.append(
-            (
-                math.floor(lim.max_order_notional / price),
-                f"MAX_ORDER_NOTIONAL ${lim.max_order_notional:,.0f}",
-            )
-        )
-        equity = self._portfolio.equity
-        held = self._portfolio.positions.get(intent.symbol)
-        own_gross = abs(held.market_value) if held else 0.0
-        room = lim.max_leverage * equity - (self._portfolio.gross_exposure - own_gross)
-        max_abs_after = math.floor(room / price) if equity > 0 else 0
-        caps.append(
-            (
-                max_abs_after - sign * position,
-                f"MAX_LEVERAGE {lim.max_leverage}x of equity ${equity:,.0f}",
-            )
-        )
-        return caps
+        elif binding is _ORDER_NOTIONAL:
+            reason = f"MAX_ORDER_NOTIONAL ${lim.max_order_notional:,.0f}"
+        else:
+            reason = f"MAX_LEVERAGE {lim.max_leverage}x of equity ${equity:,.0f}"
+        return approved, reason
 
     def _reject(self, intent: OrderIntent, reason: str) -> int:
         self.rejected_count += 1

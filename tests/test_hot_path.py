@@ -17,10 +17,11 @@ from core.brokers.sim import TICK
 from core.brokers.sim_book import Book
 from core.bus import EventBus
 from core.clock import SimClock
-from core.events import QuoteReceived, QuoteRejected
+from core.events import IntentClamped, QuoteReceived, QuoteRejected, RiskRejected
 from core.marketdata import MarketDataFeed
-from core.model import Bar, Fill, Quote, QuoteSource, Side
+from core.model import Bar, Fill, OrderIntent, OrderType, Quote, QuoteSource, Side
 from core.portfolio import Portfolio
+from core.risk import RiskLimits, RiskManager
 from storage.database import Database
 from storage.recorder import Recorder
 from storage.rows import quote_row
@@ -65,6 +66,33 @@ def test_inlined_book_redraw_keeps_every_seeds_stream() -> None:
                 slow.half_spread,
             )
         assert fast.walk.getstate() == slow.walk.getstate()
+
+
+def test_book_step_is_the_gauss_walk_then_redraw() -> None:
+    # Book.step inlines random.gauss, redraw() and recentre(); the generator's state
+    # (which holds gauss's spare normal) must end up the same as with the library call.
+    prices = random.Random(4)
+    for seed in range(200):
+        fast = Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
+        slow = Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
+        sigma = prices.choice([0.0, 1e-6, 0.0005, 0.01, 0.3])
+        fast.walk_mid = slow.walk_mid = prices.choice([0.004, 0.02, 3.3, 123.456, 5_000.0])
+        for i in range(51):  # odd: ends with a spare normal waiting
+            ts = T0 + timedelta(microseconds=i)
+            quote = fast.step(sigma, ts)
+            slow.walk_mid *= math.exp(slow.walk.gauss(0.0, sigma))
+            _reference_redraw(slow)
+            assert (fast.walk_mid, fast.half_spread) == (slow.walk_mid, slow.half_spread)
+            assert (fast.bid, fast.ask, fast.bid_size, fast.ask_size) == (
+                slow.bid,
+                slow.ask,
+                slow.bid_size,
+                slow.ask_size,
+            )
+            assert quote == Quote("X", ts, slow.bid, slow.ask, slow.bid_size, slow.ask_size)
+            assert quote.source is QuoteSource.SIM and quote.last is None
+            assert fast.walk.getstate() == slow.walk.getstate()
+    assert math.tau == 2.0 * math.pi  # random.gauss's TWOPI
 
 
 # ------------------------------------------------------------------ feed
@@ -215,3 +243,190 @@ async def test_recorder_quote_rows_are_quote_row(tmp_path: Path) -> None:
         await recorder.stop()
     finally:
         await db.close()
+
+
+# ------------------------------------------------------------------ portfolio (written out)
+
+
+class _ReferencePortfolio(Portfolio):
+    """`mark` and `gross_exposure` as they read before they were written out."""
+
+    def mark(self, symbol: str, price: float) -> bool:
+        pos = self.positions.get(symbol)
+        if pos is None:
+            return False
+        previous = pos.mark_price
+        pos.mark_price = price
+        if not pos.quantity:
+            return False
+        self._marks_since_recompute += 1
+        if self._marks_since_recompute >= 10_000 or math.isnan(previous):
+            self._recompute_market_value()
+        else:
+            self._market_value += pos.quantity * (price - previous)
+        self._update_peak()
+        return True
+
+    def _recompute_market_value(self) -> None:
+        self._market_value = sum(p.market_value for p in self.positions.values())
+        self._marks_since_recompute = 0
+
+    @property
+    def gross_exposure(self) -> float:
+        return sum(abs(p.market_value) for p in self.positions.values())
+
+
+def test_mark_and_gross_exposure_match_the_plain_code() -> None:
+    rng = random.Random(13)
+    fast, slow = Portfolio(50_000.0), _ReferencePortfolio(50_000.0)
+    assert fast.gross_exposure == slow.gross_exposure and type(fast.gross_exposure) is int
+    prices = {"A": 20.0, "B": 300.0, "C": 0.5}
+    for i in range(30_000):  # crosses the every-10,000-marks recompute
+        symbol = rng.choice("ABC")
+        if rng.random() < 0.01:
+            side = rng.choice([Side.BUY, Side.SELL])
+            fill = Fill(f"E{i}", f"C{i}", symbol, side, rng.randint(1, 50), prices[symbol], 1.0, T0)
+            fast.apply_fill(fill)
+            slow.apply_fill(fill)
+        prices[symbol] *= math.exp(rng.gauss(0, 0.01))
+        assert fast.mark(symbol, prices[symbol]) == slow.mark(symbol, prices[symbol])
+        assert fast.gross_exposure == slow.gross_exposure
+        assert fast.market_value == slow.market_value  # bit for bit, not approximately
+        if i % 97 == 0:
+            assert fast.summary() == slow.summary()
+    assert fast.summary() == slow.summary()
+    assert fast.summary().max_drawdown_pct > 0  # peaks and drawdowns were exercised
+
+
+# ------------------------------------------------------------------ risk
+
+
+def _reference_review(risk: RiskManager, intent: OrderIntent, position: int) -> tuple[int, str]:
+    """The pre-trade decision as `RiskManager.review` made it when every limit's text was
+    built up front: (approved quantity, binding reason), without side effects."""
+    sign = intent.side.sign
+    reduce_part = min(intent.quantity, abs(position)) if position * sign < 0 else 0
+    if reduce_part == intent.quantity:
+        return intent.quantity, ""
+    blocked = risk._blocked_reason(intent.symbol)
+    caps: list[tuple[int, str]] = []
+    if blocked:
+        caps.append((0, blocked))
+    else:
+        quote = risk._feed.latest(intent.symbol)
+        assert quote is not None
+        price = quote.ask if intent.side is Side.BUY else quote.bid
+        lim = risk.limits
+        if intent.order_type is OrderType.LIMIT:
+            if intent.limit_price is None or intent.limit_price <= 0:
+                caps = [(0, "limit order without a positive limit price")]
+            else:
+                off = abs(intent.limit_price - quote.mid) / quote.mid * 100.0
+                if off > lim.price_collar_pct:
+                    caps = [
+                        (
+                            0,
+                            f"PRICE_COLLAR_PCT: limit {intent.limit_price:.4f} is {off:.2f}% "
+                            f"from mid {quote.mid:.4f} (max {lim.price_collar_pct}%)",
+                        )
+                    ]
+                elif sign > 0:
+                    price = max(price, intent.limit_price)
+                else:
+                    price = min(price, intent.limit_price)
+        if not caps:
+            portfolio = risk._portfolio
+            max_shares = math.floor(lim.max_position_size / price)
+            caps.append(
+                (
+                    max_shares - sign * position,
+                    f"MAX_POSITION_SIZE ${lim.max_position_size:,.0f} "
+                    f"({max_shares} sh at {price:.2f})",
+                )
+            )
+            caps.append(
+                (
+                    math.floor(lim.max_order_notional / price),
+                    f"MAX_ORDER_NOTIONAL ${lim.max_order_notional:,.0f}",
+                )
+            )
+            equity = portfolio.equity
+            held = portfolio.positions.get(intent.symbol)
+            own_gross = abs(held.market_value) if held else 0.0
+            room = lim.max_leverage * equity - (portfolio.gross_exposure - own_gross)
+            max_abs_after = math.floor(room / price) if equity > 0 else 0
+            caps.append(
+                (
+                    max_abs_after - sign * position,
+                    f"MAX_LEVERAGE {lim.max_leverage}x of equity ${equity:,.0f}",
+                )
+            )
+    approved, binding = intent.quantity, ""
+    for cap, reason in caps:
+        if cap < approved:
+            approved, binding = max(cap, 0), reason
+    return max(approved, reduce_part), binding
+
+
+def test_risk_review_decides_and_explains_exactly_like_the_plain_checks() -> None:
+    rng = random.Random(17)
+    outcomes: set[str] = set()
+    for case in range(3_000):
+        limits = RiskLimits(
+            max_position_size=rng.choice([500.0, 5_000.0, 50_000.0]),
+            max_leverage=rng.choice([0.5, 1.0, 4.0]),
+            daily_loss_limit=1e9,
+            max_order_notional=rng.choice([300.0, 3_000.0, 30_000.0]),
+            max_orders_per_minute=10**9,
+            price_collar_pct=rng.choice([1.0, 5.0]),
+            drawdown_alert_pct=50.0,
+        )
+        bus, clock = EventBus(), SimClock(T0)
+        portfolio = Portfolio(rng.choice([-1_000.0, 2_000.0, 20_000.0]))
+        feed = MarketDataFeed(bus, clock, ("A", "B"), max_jump_pct=50, stale_after_seconds=5)
+        risk = RiskManager(limits, bus, clock, portfolio, feed, lambda: True)
+        events: list[object] = []
+        bus.subscribe_all(events.append)
+        for symbol, mid in (("A", rng.uniform(5, 200)), ("B", rng.uniform(5, 200))):
+            feed.on_raw_quote(Quote(symbol, T0, mid - 0.01, mid + 0.01, 100, 100))
+            held = rng.choice([0, 0, 7, -7, 40, -40, 300])
+            if held:
+                side = Side.BUY if held > 0 else Side.SELL
+                portfolio.apply_fill(
+                    Fill(f"{symbol}{case}", "c", symbol, side, abs(held), mid, 0, T0)
+                )
+                portfolio.mark(symbol, mid)
+        if rng.random() < 0.05:
+            risk.halt("test")
+        symbol = rng.choice("AB")
+        position = portfolio.quantity(symbol)
+        mid = feed.latest(symbol).mid  # type: ignore[union-attr]
+        order_type = rng.choice([OrderType.MARKET, OrderType.LIMIT])
+        limit_price = None
+        if order_type is OrderType.LIMIT:
+            limit_price = rng.choice([None, -1.0, mid * 0.999, mid * 1.003, mid * 0.9, mid * 1.2])
+        quantity = rng.choice([0, 1, 5, 40, 80, 500])
+        intent = OrderIntent(
+            symbol, rng.choice([Side.BUY, Side.SELL]), quantity, order_type, limit_price
+        )
+        if quantity <= 0:
+            expected = (0, f"quantity must be positive, got {quantity}")
+        else:
+            expected = _reference_review(risk, intent, position)
+        events.clear()
+        approved = risk.review(intent, position)
+        assert approved == expected[0], (case, intent, position)
+        if approved == 0:
+            (rejected,) = events
+            assert isinstance(rejected, RiskRejected) and rejected.reason == expected[1]
+            outcomes.add("rejected")
+        elif approved < quantity:
+            (clamped,) = events
+            assert isinstance(clamped, IntentClamped)
+            assert (clamped.approved_quantity, clamped.reason) == expected
+            outcomes.add(clamped.reason.split(" ")[0])
+        else:
+            assert events == []
+            outcomes.add("approved")
+    assert {"rejected", "approved", "MAX_POSITION_SIZE", "MAX_ORDER_NOTIONAL"} <= outcomes
+    assert "MAX_LEVERAGE" in outcomes

@@ -62,7 +62,22 @@ def test_consistent_jumps_reanchor_the_level() -> None:
         feed.on_raw_quote(q(130.0 + i * 0.01, 130.1 + i * 0.01)) for i in range(JUMP_CONFIRMATIONS)
     ]
     assert results == [False] * (JUMP_CONFIRMATIONS - 1) + [True]
-    assert feed.latest("AAPL").bid > 129
+    latest = feed.latest("AAPL")
+    assert latest is not None and latest.bid > 129
+    assert feed.accepted == {"AAPL": 2}
+    assert feed.rejected == {"AAPL": JUMP_CONFIRMATIONS - 1}
+
+
+def test_a_good_quote_between_jumps_restarts_the_confirmation_count() -> None:
+    feed, _, _ = make_feed()
+    feed.on_raw_quote(q(100.0, 100.1))
+    jump = q(130.0, 130.1)
+    assert not feed.on_raw_quote(jump)
+    assert feed.on_raw_quote(q(100.0, 100.1))  # back at the level: the jump was noise
+    assert [feed.on_raw_quote(jump) for _ in range(JUMP_CONFIRMATIONS)] == [False] * (
+        JUMP_CONFIRMATIONS - 1
+    ) + [True]
+    assert feed.accepted == {"AAPL": 3}
 
 
 def test_staleness_follows_the_clock() -> None:

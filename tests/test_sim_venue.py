@@ -67,6 +67,9 @@ class RecordingListener:
         self.connections.append((connected, message))
         self.events.append(("connection", connected))
 
+    def on_feed_switched(self, symbol: str, source: QuoteSource, reason: str) -> None:
+        self.events.append(("feed", (symbol, source, reason)))
+
     def statuses_of(self, client_order_id: str) -> list[OrderStatus]:
         return [u.status for u in self.statuses if u.client_order_id == client_order_id]
 

@@ -42,7 +42,7 @@ from core.bus import EventBus
 from core.clock import SimClock
 from core.config import load_settings
 from core.events import BarClosed, OrderSubmitted
-from core.model import Fill, OrderStatus, OrderStatusUpdate, Quote, QuoteSource
+from core.model import Fill, OrderStatusUpdate, Quote, QuoteSource
 from core.simulation import run_simulated
 from core.system import TradingSystem
 from storage.database import Database
@@ -91,7 +91,7 @@ class _TimedListener:
 
     def __init__(self, system: TradingSystem) -> None:
         self._system = system
-        self._orders = system.execution.orders
+        self._execution = system.execution
         self.samples = array("q")  # ns per quote: 8 bytes each, no objects
         self.triggered_at: dict[str, int] = {}  # symbol -> perf_counter_ns of its order's quote
         self.submit_samples = array("q")
@@ -100,12 +100,12 @@ class _TimedListener:
         system.bus.subscribe(BarClosed, self._on_bar)
 
     def on_quote(self, quote: Quote) -> None:
-        orders = len(self._orders)
+        orders = self._execution.orders_created
         start = time.perf_counter_ns()
         self._system.on_quote(quote)
         end = time.perf_counter_ns()
         self.samples.append(end - start)
-        if len(self._orders) != orders:
+        if self._execution.orders_created != orders:
             self.triggered_at[quote.symbol] = start
 
     def _on_submitted(self, event: OrderSubmitted) -> None:
@@ -211,8 +211,8 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
         loop_seconds = time.perf_counter() - wall
         await recorder.stop()
         seconds = time.perf_counter() - wall
-        orders = list(system.execution.orders.values())
-        filled_orders = sum(o.status is OrderStatus.FILLED for o in orders)
+        orders = system.execution.orders_created
+        filled_orders = system.execution.orders_filled
         fills = len(venue.fills)
         # Stopping cancels working orders and waits for the venue to confirm: keep the
         # simulated venue moving meanwhile (not part of the figures).
@@ -244,7 +244,7 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
         submit_p50_us=submit[0] if submit else None,
         submit_p99_us=submit[1] if submit else None,
         submit_samples=len(timed.submit_samples),
-        orders=len(orders),
+        orders=orders,
         filled_orders=filled_orders,
         fills=fills,
         bars=timed.bars,

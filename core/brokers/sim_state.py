@@ -1,18 +1,320 @@
-"""The simulated venue's memory on disk, so it can stand in for a broker that outlives us.
+"""The simulated venue's memory: every order and fill it has seen, in RAM and on disk.
 
-An append-only JSON-lines file: one line per order the venue accepted, per status
-change and per fill. Each line is flushed as written, so a SIGKILL of the process
-loses nothing the venue had acknowledged; a line torn by the kill is the only one
-that can be incomplete, and it is ignored on load (the venue had not acted on it).
+In RAM (``OrderLedger``, ``FillLog``): the venue answers for every order and fill
+of its life as a broker does (a reused client order id is refused, a late cancel
+is "not cancellable (Filled)", ``order_states()`` and ``executions()`` list them
+all for reconciliation). An order-heavy run finishes hundreds of thousands of
+orders, so finished orders and fills are packed into byte rows (``struct``)
+instead of being kept as objects: a finished order costs its id, a dict entry and
+32 bytes, a fill 56 bytes; about 190 bytes for an order and its fill, where the
+objects took 500.
+
+On disk (``SimStateLog``): an append-only JSON-lines file, so the venue can stand
+in for a broker that outlives us. One line per order the venue accepted, per
+status change and per fill. Each line is flushed as written, so a SIGKILL of the
+process loses nothing the venue had acknowledged; a line torn by the kill is the
+only one that can be incomplete, and it is ignored on load (the venue had not
+acted on it).
 """
 
 from __future__ import annotations
 
 import json
+import struct
+from collections.abc import Hashable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO, overload
 
 from loguru import logger
+
+from core.brokers.sim_book import VenueOrder
+from core.model import BrokerOrderState, Fill, OrderStatus, Side
+
+# json.dumps(record, separators=...) builds a new encoder on every call; this is the
+# encoder it builds, made once (same output).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+EXEC_ID_PREFIX = "SIM-"
+
+
+def exec_id_for(seq: int) -> str:
+    """The venue's execution id of its ``seq``-th fill (unique: the journal de-duplicates by it)."""
+    return f"{EXEC_ID_PREFIX}{seq:08d}"
+
+
+def _exec_seq_of(exec_id: str) -> int | None:
+    """The ``seq`` that ``exec_id_for`` made ``exec_id`` from; None for any other id."""
+    digits = exec_id[len(EXEC_ID_PREFIX) :]
+    if not (exec_id.startswith(EXEC_ID_PREFIX) and digits.isascii() and digits.isdigit()):
+        return None
+    seq = int(digits)
+    return seq if exec_id_for(seq) == exec_id else None
+
+
+_BUY, _SELL = _SIDES = (Side.BUY, Side.SELL)  # packed as 0 and 1
+# A finished order's row: meta (symbol code << 1 | side), quantity, filled, broker id.
+_ORDER_ROW = struct.Struct("<qqqq")
+_BLANK_ORDER_ROW = bytes(_ORDER_ROW.size)
+_NO_BROKER_ID = -1
+# Packing refuses what would not read back the same (an int beyond 64 bits, a str side).
+_UNPACKABLE = (struct.error, OverflowError, TypeError, ValueError)
+
+
+def _side_bit(side: Side) -> int:
+    if side is _BUY:
+        return 0
+    if side is _SELL:
+        return 1
+    raise TypeError(f"not a Side: {side!r}")  # the caller keeps such a record whole
+
+
+class _Codes:
+    """Small integer codes for the few distinct values of a field (symbols, time zones)."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []  # the first value seen for each code
+        self.known: dict[Hashable, int] = {}  # key -> code
+
+    def code(self, value: Any, key: Hashable) -> int:
+        """The code of ``value``; values with equal keys share a code and read back as one."""
+        code = self.known.get(key)
+        if code is None:
+            code = self.known[key] = len(self.values)
+            self.values.append(value)
+        return code
+
+
+def _zone_key(zone: tzinfo | None) -> Hashable:
+    # Equal tzinfo objects behave the same, except that datetime.timezone compares
+    # offsets only and also carries a name.
+    name = zone.tzname(None) if isinstance(zone, timezone) else None
+    return type(zone), zone, name
+
+
+class OrderLedger:
+    """Every order the venue has received, in arrival order; working ones whole, finished packed.
+
+    Working orders (pending, submitted, partially filled) are ``VenueOrder`` objects in
+    ``live``. When one finishes, its fields are packed into row ``order.row`` and only
+    its id and final status stay in a dict. Row k belongs to the k-th id: dicts keep
+    insertion order and ids are never removed. An order whose fields would not read
+    back the same from a row (a 70-bit quantity, a broker id like "007") is kept whole.
+    """
+
+    def __init__(self) -> None:
+        self.live: dict[str, VenueOrder] = {}
+        # Every client order id -> its final status; None while the order works.
+        self._final: dict[str, OrderStatus | None] = {}
+        self._rows = bytearray()  # _ORDER_ROW by row; blank while the order works
+        self._symbols = _Codes()
+        self._whole: dict[int, VenueOrder] = {}  # finished orders whose fields do not pack
+
+    def __len__(self) -> int:
+        return len(self._final)
+
+    def __contains__(self, client_order_id: object) -> bool:
+        return client_order_id in self._final
+
+    def add(self, order: VenueOrder) -> None:
+        """Take a new order; a client order id seen before is a ValueError."""
+        client_order_id = order.client_order_id
+        final = self._final
+        if client_order_id in final:
+            raise ValueError(f"duplicate client_order_id {client_order_id!r}")
+        order.row = len(final)
+        final[client_order_id] = None
+        self.live[client_order_id] = order
+        self._rows += _BLANK_ORDER_ROW
+
+    def finish(self, order: VenueOrder) -> None:
+        """``order`` reached a terminal status and will not change again: pack it."""
+        row = order.row
+        broker_id = order.broker_order_id
+        try:
+            broker_number = _NO_BROKER_ID if broker_id is None else int(broker_id)
+            if broker_id is not None and (broker_number < 0 or str(broker_number) != broker_id):
+                raise ValueError(broker_id)  # would not read back as the same string
+            symbol = self._symbols.known.get(order.symbol)
+            if symbol is None:
+                symbol = self._symbols.code(order.symbol, order.symbol)
+            meta = symbol << 1 | _side_bit(order.side)
+            _ORDER_ROW.pack_into(
+                self._rows, row * _ORDER_ROW.size, meta, order.quantity, order.filled, broker_number
+            )
+        except _UNPACKABLE:
+            self._whole[row] = order
+        self._final[order.client_order_id] = order.status
+        del self.live[order.client_order_id]
+
+    def finished_status(self, client_order_id: str) -> OrderStatus | None:
+        """The final status of a finished order; None for a working or unknown one."""
+        return self._final.get(client_order_id)
+
+    def states(self) -> dict[str, BrokerOrderState]:
+        """What the venue knows of every order, in arrival order (``Broker.order_states``)."""
+        states: dict[str, BrokerOrderState] = {}
+        rows = self._rows
+        symbols = self._symbols.values
+        for row, (client_order_id, final) in enumerate(self._final.items()):
+            if final is None:
+                order = self.live[client_order_id]
+            else:
+                whole = self._whole.get(row)
+                if whole is None:
+                    meta, quantity, filled, broker_number = _ORDER_ROW.unpack_from(
+                        rows, row * _ORDER_ROW.size
+                    )
+                    states[client_order_id] = BrokerOrderState(
+                        client_order_id,
+                        symbols[meta >> 1],
+                        _SIDES[meta & 1],
+                        quantity,
+                        filled,
+                        final,
+                        None if broker_number == _NO_BROKER_ID else str(broker_number),
+                    )
+                    continue
+                order = whole
+            states[client_order_id] = BrokerOrderState(
+                order.client_order_id,
+                order.symbol,
+                order.side,
+                order.quantity,
+                order.filled,
+                order.status,
+                order.broker_order_id,
+            )
+        return states
+
+
+# A fill's row: exec seq, quantity, time (microseconds << 1 | fold),
+# meta (symbol code << 16 | zone code << 1 | side), price, commission.
+_FILL_ROW = struct.Struct("<qqqqdd")
+_BLANK_FILL_ROW = bytes(_FILL_ROW.size)
+_MICROSECOND = timedelta(microseconds=1)
+_MAX_ZONES = 1 << 15
+_NO_ZONE = object()
+
+
+class FillLog(Sequence[Fill]):
+    """Every fill of the venue, oldest first: a read-only list of Fill, stored packed.
+
+    Reading gives Fill objects equal to the ones appended (rebuilt, so not the same
+    objects). A fill whose fields do not pack exactly (an exec id of another form, a
+    price that is not a float, a timestamp that is not a plain datetime) is kept whole.
+    Times are stored as microseconds since 1970-01-01 on the fill's own clock face,
+    with its ``fold`` and (a code for) its ``tzinfo``, so they come back identical;
+    of equal tzinfo objects (a state file's reload can make one per line) the first one
+    seen stands for all.
+    """
+
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        self._order_ids: list[str] = []
+        self._rows = bytearray()  # _FILL_ROW by fill; blank for one kept whole
+        self._symbols = _Codes()
+        self._zones = _Codes()
+        self._epochs: list[datetime] = []  # 1970-01-01 in each zone, by zone code
+        self._whole: dict[int, Fill] = {}
+        # Fills come from one clock, so their tzinfo is nearly always the last one's.
+        self._last_zone: object = _NO_ZONE
+        self._last_zone_code = 0
+        self._last_epoch = datetime(1970, 1, 1)  # with the last zone's very tzinfo object
+
+    def append(self, fill: Fill, exec_seq: int | None = None) -> None:
+        """Add ``fill``; ``exec_seq`` when the caller made its id with ``exec_id_for(exec_seq)``."""
+        index = len(self._order_ids)
+        self._order_ids.append(fill.client_order_id)
+        # Runs for every fill: the helpers' work is inlined (_Codes.code, _side_bit).
+        try:
+            seq = _exec_seq_of(fill.exec_id) if exec_seq is None else exec_seq
+            ts, price, commission = fill.ts, fill.price, fill.commission
+            if seq is None or type(ts) is not datetime:
+                raise TypeError
+            if type(price) is not float or type(commission) is not float:
+                raise TypeError
+            tz = ts.tzinfo
+            if tz is not self._last_zone:
+                zone = self._zones.code(tz, _zone_key(tz))
+                if zone >= _MAX_ZONES:
+                    raise ValueError(zone)
+                epoch = datetime(1970, 1, 1, tzinfo=tz)
+                if zone == len(self._epochs):
+                    self._epochs.append(epoch)
+                self._last_zone, self._last_zone_code, self._last_epoch = tz, zone, epoch
+            # The same tzinfo object on both sides: clock-face arithmetic, no UTC offsets.
+            micros = (ts - self._last_epoch) // _MICROSECOND
+            symbol = self._symbols.known.get(fill.symbol)
+            if symbol is None:
+                symbol = self._symbols.code(fill.symbol, fill.symbol)
+            side = fill.side
+            if side is _BUY:
+                meta = (symbol << 16) | (self._last_zone_code << 1)
+            elif side is _SELL:
+                meta = (symbol << 16) | (self._last_zone_code << 1) | 1
+            else:
+                raise TypeError(side)
+            row = _FILL_ROW.pack(seq, fill.quantity, micros << 1 | ts.fold, meta, price, commission)
+        except _UNPACKABLE:
+            self._whole[index] = fill
+            row = _BLANK_FILL_ROW
+        self._rows += row
+
+    def __len__(self) -> int:
+        return len(self._order_ids)
+
+    def _fill(self, index: int) -> Fill:
+        whole = self._whole.get(index)
+        if whole is not None:
+            return whole
+        seq, quantity, when, meta, price, commission = _FILL_ROW.unpack_from(
+            self._rows, index * _FILL_ROW.size
+        )
+        ts = self._epochs[(meta >> 1) & (_MAX_ZONES - 1)] + timedelta(microseconds=when >> 1)
+        if when & 1:
+            ts = ts.replace(fold=1)
+        return Fill(
+            exec_id_for(seq),
+            self._order_ids[index],
+            self._symbols.values[meta >> 16],
+            _SIDES[meta & 1],
+            quantity,
+            price,
+            commission,
+            ts,
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> Fill: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Fill]: ...
+
+    def __getitem__(self, index: int | slice) -> Fill | list[Fill]:
+        if isinstance(index, slice):
+            return [self._fill(i) for i in range(*index.indices(len(self)))]
+        n = len(self)
+        position = index + n if index < 0 else index
+        if not 0 <= position < n:
+            raise IndexError("fill index out of range")
+        return self._fill(position)
+
+    def __iter__(self) -> Iterator[Fill]:
+        i = 0
+        while i < len(self):  # like a list, sees fills appended while iterating
+            yield self._fill(i)
+            i += 1
+
+    def __eq__(self, other: object) -> bool:
+        # Compares like the list it replaces: equal to a list or FillLog of equal fills.
+        if not isinstance(other, list | FillLog):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __repr__(self) -> str:
+        return f"FillLog({list(self)!r})"
 
 
 class SimStateLog:
@@ -43,7 +345,7 @@ class SimStateLog:
     def append(self, record: dict[str, Any]) -> None:
         if self._file is None:
             self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.write(_encode(record) + "\n")
         self._file.flush()
 
     def close(self) -> None:
