@@ -335,33 +335,29 @@ class Recorder:
         Raises when the write fails: the caller must then send none of them.
         """
         stale: list[Row] = []
-        if self._writer is not None:
-            rows = [order_row(order) for order in orders]
-            for order in orders:
-                stale += self._take_pending_order_rows(order.client_order_id)
-            try:
-                await self._writer.insert_new_orders(rows)
-            except BaseException:
-                self._restore({"orders": stale})
-                ids = ", ".join(o.client_order_id for o in orders)
-                logger.exception("recorder: journaling orders {ids} failed", ids=ids)
-                raise
-            self.rows_written += len(orders)
-            return
         try:
-            async with self._db.transaction():
-                # Snapshot and discard older pending snapshots of these orders in one
-                # synchronous step, so a later batch cannot overwrite this newer state.
-                rows = [order_row(order) for order in orders]
-                for order in orders:
-                    stale += self._take_pending_order_rows(order.client_order_id)
-                await self._db.insert_new_orders_in_transaction(rows)
+            if self._writer is not None:
+                # The writer process writes requests in the order they were taken, so
+                # snapshotting here is as safe as under the lock below.
+                await self._writer.insert_new_orders(self._journal_rows(orders, stale))
+            else:
+                async with self._db.transaction():
+                    rows = self._journal_rows(orders, stale)
+                    await self._db.insert_new_orders_in_transaction(rows)
         except BaseException:
             self._restore({"orders": stale})
             ids = ", ".join(o.client_order_id for o in orders)
             logger.exception("recorder: journaling orders {ids} failed", ids=ids)
             raise
         self.rows_written += len(orders)
+
+    def _journal_rows(self, orders: Sequence[Order], stale: list[Row]) -> list[Row]:
+        """Snapshot ``orders`` and take out their older pending snapshots (into ``stale``)
+        in one synchronous step, so a later batch cannot overwrite this newer state."""
+        rows = [order_row(order) for order in orders]
+        for order in orders:
+            stale += self._take_pending_order_rows(order.client_order_id)
+        return rows
 
     def _take_pending_order_rows(self, client_order_id: str) -> list[Row]:
         pending = self._pending["orders"]
