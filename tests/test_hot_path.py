@@ -11,10 +11,13 @@ import math
 import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from core.bars import BarBuilder
 from core.brokers.sim import TICK
-from core.brokers.sim_book import Book
+from core.brokers.sim_book import WALK_BLOCK, Book
 from core.bus import EventBus
 from core.clock import SimClock
 from core.events import IntentClamped, QuoteReceived, QuoteRejected, RiskRejected
@@ -68,31 +71,60 @@ def test_inlined_book_redraw_keeps_every_seeds_stream() -> None:
         assert fast.walk.getstate() == slow.walk.getstate()
 
 
-def test_book_step_is_the_gauss_walk_then_redraw() -> None:
-    # Book.step inlines random.gauss, redraw() and recentre(); the generator's state
-    # (which holds gauss's spare normal) must end up the same as with the library call.
+def _reference_steps(seed: int, mid: float, sigma: float, n: int) -> list[tuple[Any, ...]]:
+    """Book.step's first ``n`` quotes, one at a time with the plain formulas, from the same
+    NumPy draws (the block draws normals, uniforms, bid sizes, ask sizes, in that order)."""
+    draws = np.random.default_rng(random.Random(seed).getrandbits(128))
+    steps = np.exp(draws.standard_normal(n) * sigma).tolist()
+    uniforms = draws.random(n).tolist()
+    bid_sizes = (draws.integers(1, 11, n) * 100).tolist()
+    ask_sizes = (draws.integers(1, 11, n) * 100).tolist()
+    out = []
+    for k in range(n):
+        mid *= steps[k]
+        half_spread = mid * (1.0 + 4.0 * uniforms[k]) / 10_000.0 / 2.0
+        centre = round(mid / (TICK / 2))
+        half = max(1, round(half_spread / (TICK / 2)))
+        if (centre - half) % 2:
+            half += 1
+        centre = max(centre, half + 2)
+        bid = round((centre - half) * TICK / 2, 2)
+        ask = round((centre + half) * TICK / 2, 2)
+        out.append((mid, half_spread, bid, ask, bid_sizes[k], ask_sizes[k]))
+    return out
+
+
+def test_book_step_draws_a_block_that_matches_the_plain_formulas() -> None:
     prices = random.Random(4)
-    for seed in range(200):
-        fast = Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
-        slow = Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)
+    n = WALK_BLOCK + 37  # across a block boundary: the walk continues where it was
+    for seed in range(40):
         sigma = prices.choice([0.0, 1e-6, 0.0005, 0.01, 0.3])
-        fast.walk_mid = slow.walk_mid = prices.choice([0.004, 0.02, 3.3, 123.456, 5_000.0])
-        for i in range(51):  # odd: ends with a spare normal waiting
+        mid = prices.choice([0.004, 0.02, 3.3, 123.456, 5_000.0])
+        book = Book("X", random.Random(seed), random.Random(0), mid, 0.0)
+        expected = _reference_steps(seed, mid, sigma, WALK_BLOCK)
+        got = []
+        for i in range(n):
             ts = T0 + timedelta(microseconds=i)
-            quote = fast.step(sigma, ts)
-            slow.walk_mid *= math.exp(slow.walk.gauss(0.0, sigma))
-            _reference_redraw(slow)
-            assert (fast.walk_mid, fast.half_spread) == (slow.walk_mid, slow.half_spread)
-            assert (fast.bid, fast.ask, fast.bid_size, fast.ask_size) == (
-                slow.bid,
-                slow.ask,
-                slow.bid_size,
-                slow.ask_size,
-            )
-            assert quote == Quote("X", ts, slow.bid, slow.ask, slow.bid_size, slow.ask_size)
+            quote = book.step(sigma, ts)
+            assert quote == Quote("X", ts, book.bid, book.ask, book.bid_size, book.ask_size)
             assert quote.source is QuoteSource.SIM and quote.last is None
-            assert fast.walk.getstate() == slow.walk.getstate()
-    assert math.tau == 2.0 * math.pi  # random.gauss's TWOPI
+            got.append(
+                (book.walk_mid, book.half_spread, book.bid, book.ask, book.bid_size, book.ask_size)
+            )
+        assert got[:WALK_BLOCK] == expected
+        assert got[WALK_BLOCK][0] != got[WALK_BLOCK - 1][0] or sigma == 0.0
+
+
+def test_book_step_continues_from_a_price_set_from_outside() -> None:
+    # A shock or a restart sets walk_mid: the next quote must move from there, not from
+    # where the drawn block had got to.
+    book = Book("X", random.Random(1), random.Random(0), 100.0, 0.0)
+    for i in range(10):
+        book.step(0.0005, T0 + timedelta(microseconds=i))
+    book.walk_mid = 50.0
+    book.step(0.0005, T0 + timedelta(seconds=1))
+    assert abs(book.walk_mid / 50.0 - 1.0) < 0.01
+    assert 49.0 < book.bid < book.ask < 51.0
 
 
 # ------------------------------------------------------------------ feed

@@ -137,7 +137,8 @@ async def test_nothing_is_written_until_the_row_threshold(
     assert recorder.pending_rows == 9
 
     bus.publish(quote(9))
-    await wait_until(lambda: peek("quotes") == 10)
+    # The rows are on disk a moment before the writer process's reply is handled.
+    await wait_until(lambda: peek("quotes") == 10 and recorder.flushes == 1)
     assert (recorder.flushes, recorder.rows_written, recorder.pending_rows) == (1, 10, 0)
 
     await stop_task(recorder, task)
@@ -159,8 +160,7 @@ async def test_pending_rows_are_written_after_flush_ms(
     await asyncio.sleep(0.02)
     if loop.time() - published_at < 0.2:  # a loaded CI machine may oversleep; then skip this
         assert peek("quotes") == 0
-    await wait_until(lambda: peek("quotes") == 3)
-    assert recorder.flushes == 1
+    await wait_until(lambda: peek("quotes") == 3 and recorder.flushes == 1)
     await stop_task(recorder, task)
     assert peek("quotes") == 3
 

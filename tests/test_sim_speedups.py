@@ -73,11 +73,9 @@ class _PlainVenue(SimVenue):
 
     def _plain_publish_quote(self, book: Book, ts: datetime) -> None:
         listener = self._require_listener()
-        book.walk_mid *= math.exp(book.walk.gauss(0.0, self._sigma))
-        book.redraw()
-        quote = Quote(
-            book.symbol, ts, book.bid, book.ask, book.bid_size, book.ask_size, None, QuoteSource.SIM
-        )
+        # The book's own draws (Book.step, checked in tests/test_hot_path.py); this test
+        # is about the venue loop around them.
+        quote = book.step(self._sigma, ts)
         rate = self._bad_quote_rate
         if rate > 0.0 and book.noise.random() < rate:
             quote = book.malformed(quote)

@@ -32,6 +32,7 @@ from array import array
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,8 @@ class _TimedListener:
         self._system = system
         self._execution = system.execution
         self.samples = array("q")  # ns per quote: 8 bytes each, no objects
+        self._append_sample = self.samples.append
+        self._system_on_quote = system.on_quote
         self.triggered_at: dict[str, int] = {}  # symbol -> perf_counter_ns of its order's quote
         self.submit_samples = array("q")
         self.bars = 0
@@ -100,12 +103,14 @@ class _TimedListener:
         system.bus.subscribe(BarClosed, self._on_bar)
 
     def on_quote(self, quote: Quote) -> None:
-        orders = self._execution.orders_created
-        start = time.perf_counter_ns()
-        self._system.on_quote(quote)
-        end = time.perf_counter_ns()
-        self.samples.append(end - start)
-        if self._execution.orders_created != orders:
+        # Timing costs are part of the measured throughput: bound methods, no lookups.
+        execution = self._execution
+        orders = execution.orders_created
+        start = perf_counter_ns()
+        self._system_on_quote(quote)
+        end = perf_counter_ns()
+        self._append_sample(end - start)
+        if execution.orders_created != orders:
             self.triggered_at[quote.symbol] = start
 
     def _on_submitted(self, event: OrderSubmitted) -> None:

@@ -7,8 +7,9 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
-from math import cos, exp, log, sin, sqrt, tau
 from pathlib import Path
+
+import numpy as np
 
 from core.model import OrderStatus, OrderType, Quote, QuoteSource, Side
 
@@ -20,6 +21,8 @@ TICK = 0.01
 HALF_TICK = TICK / 2
 CENTS = 100  # per dollar: TICK is one cent
 PRICE_EPS = 1e-9
+# Quotes drawn per symbol at a time by Book.step (see there).
+WALK_BLOCK = 1024
 FIRST_BROKER_ORDER_ID = 1001
 
 # IB's error codes, so code downstream treats the sim like the real thing.
@@ -90,6 +93,19 @@ class Book:
     # Orders resting at this book, in time priority (the venue's matching list for the
     # symbol): kept here so the per-quote "anything to match?" test is one attribute.
     working: list[VenueOrder] = field(default_factory=list)
+    # The next quotes' walk, spread and sizes, drawn a block at a time (Book.step).
+    _draws: np.random.Generator | None = None
+    _block: tuple[list[float], list[float], list[float], list[float], list[int], list[int]] = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
+    _next: int = 0
+    _block_mid: float = math.nan  # walk_mid where the block left off; anything else: redraw
+    _block_sigma: float = math.nan
 
     @classmethod
     def new(cls, seed: int, index: int, symbol: str) -> Book:
@@ -125,58 +141,62 @@ class Book:
     def step(self, sigma: float, ts: datetime) -> Quote:
         """Move the walk on one quote, redraw the book and return the quote that shows it.
 
-        This is ``walk_mid *= exp(walk.gauss(0.0, sigma))`` then ``redraw()``, in one
-        function with the library call and both methods inlined: it runs for every quote,
-        and the calls and attribute round trips were a third of its cost. The arithmetic
-        and the draws are the very same, in the same order, so a seed's stream is
-        unchanged (tests/test_hot_path.py compares it with the plain calls).
+        The walk is ``walk_mid *= exp(N(0, sigma))``; then a new spread (1-5 bp of the
+        mid), displayed sizes (100-1,000) and the cent grid (``recentre``). Python's own
+        generator made that ~1.2 µs a quote, half of what the rest of the core costs, so
+        the draws come from NumPy a block of ``WALK_BLOCK`` quotes at a time (``_draw``)
+        and a quote costs a few list reads. The block is drawn again when ``walk_mid``
+        was set from outside (a shock, a restart) or sigma changed, so it always continues
+        from the book's true price. tests/test_hot_path.py checks the block against the
+        same draws applied one quote at a time with the plain formulas.
         """
-        rng = self.walk
-        # random.gauss: Box-Muller makes normals in pairs; the second one waits for the
-        # next call in the generator's own ``gauss_next`` (part of its getstate()).
-        # math.tau is random's TWOPI (2.0 * pi): the same double.
-        z = rng.gauss_next  # type: ignore[attr-defined]
-        if z is None:
-            random_ = rng.random
-            x2pi = random_() * tau
-            g2rad = sqrt(-2.0 * log(1.0 - random_()))
-            z = cos(x2pi) * g2rad
-            rng.gauss_next = sin(x2pi) * g2rad  # type: ignore[attr-defined]
-        else:
-            rng.gauss_next = None  # type: ignore[attr-defined]
-        # gauss returns mu + z * sigma with mu = 0.0; adding 0.0 can only turn -0.0 into
-        # 0.0, and exp() gives 1.0 for both.
-        walk_mid = self.walk_mid * exp(z * sigma)
-        self.walk_mid = walk_mid
-        # redraw(), see there.
-        half_spread = walk_mid * (1.0 + 4.0 * rng.random()) / 10_000.0 / 2.0
-        self.half_spread = half_spread
-        getrandbits = rng.getrandbits
-        r = getrandbits(4)
-        while r >= 10:
-            r = getrandbits(4)
-        bid_size = (r + 1) * 100
-        self.bid_size = bid_size
-        r = getrandbits(4)
-        while r >= 10:
-            r = getrandbits(4)
-        ask_size = (r + 1) * 100
-        self.ask_size = ask_size
-        # recentre(), see there. round(x) is x.__round__(); called directly it costs
-        # half as much (the builtin looks the method up on the type each time).
-        centre = (walk_mid / HALF_TICK).__round__()
-        half = (half_spread / HALF_TICK).__round__()
-        if half < 1:
-            half = 1
-        if (centre - half) % 2:
-            half += 1
-        if centre < half + 2:
-            centre = half + 2
-        bid = ((centre - half) // 2) / CENTS
-        ask = ((centre + half) // 2) / CENTS
-        self.bid = bid
-        self.ask = ask
+        i = self._next
+        if (
+            i == len(self._block[0])
+            or self.walk_mid != self._block_mid
+            or sigma != self._block_sigma
+        ):
+            self._draw(sigma)
+            i = 0
+        self._next = i + 1
+        mids, halves, bids, asks, bid_sizes, ask_sizes = self._block
+        self.walk_mid = self._block_mid = mids[i]
+        self.half_spread = halves[i]
+        bid = self.bid = bids[i]
+        ask = self.ask = asks[i]
+        bid_size = self.bid_size = bid_sizes[i]
+        ask_size = self.ask_size = ask_sizes[i]
         return Quote(self.symbol, ts, bid, ask, bid_size, ask_size, None, _SIM)
+
+    def _draw(self, sigma: float) -> None:
+        draws = self._draws
+        if draws is None:
+            # Seeded from the book's own generator: a seed still names one stream.
+            draws = self._draws = np.random.default_rng(self.walk.getrandbits(128))
+        n = WALK_BLOCK
+        # Multiplicative steps keep the price positive; starting the running product at
+        # walk_mid multiplies in the same order as one quote at a time would.
+        steps = np.exp(draws.standard_normal(n) * sigma)
+        mids = np.cumprod(np.concatenate(([self.walk_mid], steps)))[1:]
+        halves = mids * (1.0 + 4.0 * draws.random(n)) / 10_000.0 / 2.0
+        bid_sizes = draws.integers(1, 11, n) * 100
+        ask_sizes = draws.integers(1, 11, n) * 100
+        # recentre() for the whole block; np.rint rounds half to even, as round() does.
+        centre = np.rint(mids / HALF_TICK).astype(np.int64)
+        half = np.maximum(np.rint(halves / HALF_TICK).astype(np.int64), 1)
+        half += (centre - half) % 2
+        centre = np.maximum(centre, half + 2)
+        bids = ((centre - half) // 2) / CENTS
+        asks = ((centre + half) // 2) / CENTS
+        self._block = (
+            mids.tolist(),
+            halves.tolist(),
+            bids.tolist(),
+            asks.tolist(),
+            bid_sizes.tolist(),
+            ask_sizes.tolist(),
+        )
+        self._block_sigma = sigma
 
     def malformed(self, quote: Quote) -> Quote:
         """A deliberately broken copy of ``quote`` (for validation tests downstream)."""
