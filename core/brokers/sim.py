@@ -268,8 +268,9 @@ class SimVenue:
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"set_mid({symbol!r}): price must be a positive number, got {price}")
         book = self._book(symbol)
-        # Keep the relative spread and sizes: redrawing would consume RNG draws
-        # and shift every later quote of the stream.
+        # Keep the relative spread and sizes until the next quote, which Book.step draws
+        # from this price (a new block: the same shock on the same seed gives the same
+        # quotes after it).
         relative = book.half_spread / book.walk_mid
         book.walk_mid = price
         book.half_spread = price * relative
