@@ -23,7 +23,7 @@ Handler = Callable[[Any], None]
 class EventBus:
     def __init__(self) -> None:
         self._handlers: dict[type, list[Handler]] = {}
-        self._all: list[Handler] = []
+        self._all: list[tuple[Handler, frozenset[type]]] = []
         # event type -> typed handlers followed by the catch-all ones
         self._dispatch: dict[type, tuple[Handler, ...]] = {}
 
@@ -38,13 +38,17 @@ class EventBus:
 
         return unsubscribe
 
-    def subscribe_all(self, handler: Handler) -> Callable[[], None]:
-        """Call ``handler`` for every event (recorder, test capture)."""
-        self._all.append(handler)
+    def subscribe_all(
+        self, handler: Handler, *, except_types: tuple[type, ...] = ()
+    ) -> Callable[[], None]:
+        """Call ``handler`` for every event (recorder, test capture) but ``except_types``
+        (a type it takes on a typed subscription instead, or has no use for)."""
+        entry = (handler, frozenset(except_types))
+        self._all.append(entry)
         self._dispatch.clear()
 
         def unsubscribe() -> None:
-            self._all.remove(handler)
+            self._all.remove(entry)
             self._dispatch.clear()
 
         return unsubscribe
@@ -55,7 +59,7 @@ class EventBus:
         if handlers is None:
             handlers = self._dispatch[event_type] = (
                 *self._handlers.get(event_type, ()),
-                *self._all,
+                *(h for h, excepted in self._all if event_type not in excepted),
             )
         for handler in handlers:
             handler(event)

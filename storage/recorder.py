@@ -158,12 +158,13 @@ class Recorder:
         self._iso_from = self._iso_to = datetime.min.replace(tzinfo=UTC)
         self._iso_prefix = ""
         self._converters = self._build_converters()
-        unsubscribe_all = bus.subscribe_all(self._on_event)
+        # Quotes are most of the traffic: they come on a typed subscription (or not at
+        # all), never through the catch-all's lookup. Only quote rows go to the quotes
+        # table, so running before the other handlers (not after, as the catch-all does)
+        # reorders nothing there.
+        unsubscribe_all = bus.subscribe_all(self._on_event, except_types=(QuoteReceived,))
         unsubscribe_quotes: Callable[[], None] | None = None
         if record_quotes:
-            # Quotes are most of the traffic: a typed subscription saves the catch-all
-            # hop. Only quote rows go to the quotes table, so running before the other
-            # handlers (not after, as the catch-all does) reorders nothing there.
             unsubscribe_quotes = bus.subscribe(QuoteReceived, self._on_quote)
 
         def unsubscribe() -> None:

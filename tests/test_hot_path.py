@@ -209,6 +209,19 @@ def test_bus_runs_typed_handlers_then_catch_alls_and_snapshots_per_publish() -> 
     assert calls == ["late", "all", "all"]
 
 
+def test_a_catch_all_can_leave_out_types() -> None:
+    bus = EventBus()
+    seen: list[object] = []
+    unsubscribe = bus.subscribe_all(seen.append, except_types=(int,))
+    bus.publish(1)
+    bus.publish("text")
+    bus.publish(2.5)
+    assert seen == ["text", 2.5]
+    unsubscribe()
+    bus.publish("more")
+    assert seen == ["text", 2.5]
+
+
 # ------------------------------------------------------------------ bars
 
 
