@@ -95,14 +95,7 @@ class Book:
     working: list[VenueOrder] = field(default_factory=list)
     # The next quotes' walk, spread and sizes, drawn a block at a time (Book.step).
     _draws: np.random.Generator | None = None
-    _block: tuple[list[float], list[float], list[float], list[float], list[int], list[int]] = (
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-    )
+    _block: list[tuple[float, float, float, float, int, int]] = field(default_factory=list)
     _next: int = 0
     _block_mid: float = math.nan  # walk_mid where the block left off; anything else: redraw
     _block_sigma: float = math.nan
@@ -151,21 +144,19 @@ class Book:
         same draws applied one quote at a time with the plain formulas.
         """
         i = self._next
-        if (
-            i == len(self._block[0])
-            or self.walk_mid != self._block_mid
-            or sigma != self._block_sigma
-        ):
+        block = self._block
+        if i == len(block) or self.walk_mid != self._block_mid or sigma != self._block_sigma:
             self._draw(sigma)
+            block = self._block
             i = 0
         self._next = i + 1
-        mids, halves, bids, asks, bid_sizes, ask_sizes = self._block
-        self.walk_mid = self._block_mid = mids[i]
-        self.half_spread = halves[i]
-        bid = self.bid = bids[i]
-        ask = self.ask = asks[i]
-        bid_size = self.bid_size = bid_sizes[i]
-        ask_size = self.ask_size = ask_sizes[i]
+        mid, half_spread, bid, ask, bid_size, ask_size = block[i]
+        self.walk_mid = self._block_mid = mid
+        self.half_spread = half_spread
+        self.bid = bid
+        self.ask = ask
+        self.bid_size = bid_size
+        self.ask_size = ask_size
         return Quote(self.symbol, ts, bid, ask, bid_size, ask_size, None, _SIM)
 
     def _draw(self, sigma: float) -> None:
@@ -188,13 +179,17 @@ class Book:
         centre = np.maximum(centre, half + 2)
         bids = ((centre - half) // 2) / CENTS
         asks = ((centre + half) // 2) / CENTS
-        self._block = (
-            mids.tolist(),
-            halves.tolist(),
-            bids.tolist(),
-            asks.tolist(),
-            bid_sizes.tolist(),
-            ask_sizes.tolist(),
+        # One tuple per quote: a quote then costs one index and an unpacking.
+        self._block = list(
+            zip(
+                mids.tolist(),
+                halves.tolist(),
+                bids.tolist(),
+                asks.tolist(),
+                bid_sizes.tolist(),
+                ask_sizes.tolist(),
+                strict=True,
+            )
         )
         self._block_sigma = sigma
 
