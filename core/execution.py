@@ -37,14 +37,21 @@ from core.events import (
 )
 from core.journal import Journal
 from core.model import (
+    BUY,
+    CANCELLED,
+    FILLED,
+    MARKET,
+    PENDING_CANCEL,
+    PENDING_SUBMIT,
+    REJECTED,
+    SELL,
+    SUBMITTED,
     Fill,
     InvalidOrderTransition,
     Order,
     OrderIntent,
     OrderStatus,
     OrderStatusUpdate,
-    OrderType,
-    Side,
     TargetPosition,
 )
 from core.portfolio import Portfolio
@@ -55,17 +62,6 @@ from core.risk import RiskManager
 _FILL_STATUSES = frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED})
 # Statuses that say nothing new about an order that has already finished.
 _NOTHING_NEW_WHEN_FINISHED = _FILL_STATUSES | {OrderStatus.SUBMITTED}
-# Enum members as module constants: `Side.BUY` is an attribute lookup on the enum class
-# (~60 ns), and these are read for every order and on every quote that meets one.
-_BUY = Side.BUY
-_SELL = Side.SELL
-_MARKET = OrderType.MARKET
-_FILLED = OrderStatus.FILLED
-_CANCELLED = OrderStatus.CANCELLED
-_REJECTED = OrderStatus.REJECTED
-_SUBMITTED = OrderStatus.SUBMITTED
-_PENDING_SUBMIT = OrderStatus.PENDING_SUBMIT
-_PENDING_CANCEL = OrderStatus.PENDING_CANCEL
 # A finished order dropped from memory is remembered by one byte: its final status.
 _RETIRED_CODE = {OrderStatus.FILLED: 1, OrderStatus.CANCELLED: 2, OrderStatus.REJECTED: 3}
 _RETIRED_STATUS = {code: status for status, code in _RETIRED_CODE.items()}
@@ -149,14 +145,14 @@ class ExecutionEngine:
             # Every quote of an order-driven strategy meets its working order here.
             order = self.orders[working_id]
             remaining = order.quantity - order.filled_quantity  # Order.signed_remaining
-            signed = remaining if order.side is _BUY else -remaining
-            if signed != delta and order.status is not _PENDING_CANCEL:
+            signed = remaining if order.side is BUY else -remaining
+            if signed != delta and order.status is not PENDING_CANCEL:
                 self.cancel(working_id, "replaced: target changed")
             return
         if delta == 0:
             return
-        side = _BUY if delta > 0 else _SELL
-        intent = OrderIntent(symbol, side, abs(delta), _MARKET, reason=target.reason)
+        side = BUY if delta > 0 else SELL
+        intent = OrderIntent(symbol, side, abs(delta), MARKET, reason=target.reason)
         approved = self._risk.review(intent, position)
         if approved <= 0:
             # Not retried by itself: the next strategy target (or operator action) decides.
@@ -165,7 +161,7 @@ class ExecutionEngine:
         if approved < intent.quantity:
             # The clamp applies to the target, not just this order: chasing the rest in
             # further orders would walk around the per-order limit.
-            clamped = position + approved if side is _BUY else position - approved
+            clamped = position + approved if side is BUY else position - approved
             self._targets[symbol] = TargetPosition(symbol, clamped, f"{target.reason} (clamped)")
         self._submit(intent, approved, position)
 
@@ -173,7 +169,7 @@ class ExecutionEngine:
         self._seq += 1
         self.orders_created += 1
         now = self._clock.now()
-        signed_position = position if intent.side is _BUY else -position
+        signed_position = position if intent.side is BUY else -position
         reduce_only = signed_position < 0 and quantity <= abs(position)
         order = Order(
             client_order_id=f"{self._id_stem}-{self._seq:04d}",
@@ -287,17 +283,17 @@ class ExecutionEngine:
         if update.broker_order_id and order.broker_order_id != update.broker_order_id:
             order.broker_order_id = update.broker_order_id
         status = update.status
-        if status is _REJECTED:
+        if status is REJECTED:
             self._reject(order, update.message or "rejected by broker", update.error_code)
             return
         if status in _FILL_STATUSES:
             if update.message:
                 order.last_message = update.message
             return
-        if status is _SUBMITTED and order.status is not _PENDING_SUBMIT:
+        if status is SUBMITTED and order.status is not PENDING_SUBMIT:
             return  # a late acknowledgement after fills or a cancel request changes nothing
-        if status is _CANCELLED:
-            self._finish(order, _CANCELLED, update.message or "cancelled")
+        if status is CANCELLED:
+            self._finish(order, CANCELLED, update.message or "cancelled")
             return
         self._transition(order, status, update.message)
 
@@ -334,7 +330,7 @@ class ExecutionEngine:
             return True
         order.apply_fill_quantity(fill.quantity, fill.price, fill.commission)
         if order.filled_quantity >= order.quantity:
-            self._finish(order, _FILLED, "filled")
+            self._finish(order, FILLED, "filled")
         else:
             self._transition(order, OrderStatus.PARTIALLY_FILLED, "partially filled")
         return True
@@ -349,7 +345,7 @@ class ExecutionEngine:
             return False
         if changed and status in _RETIRED_CODE:  # it has finished just now
             self._finished.append(order.client_order_id)
-            if status is _FILLED:
+            if status is FILLED:
                 self.orders_filled += 1
         self._bus.publish(OrderUpdated(order, now))
         return changed

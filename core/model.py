@@ -120,6 +120,20 @@ class QuoteSource(StrEnum):
     REPLAY = "replay"
 
 
+# Enum members as module constants, for the per-quote and per-order paths: reading
+# `OrderStatus.FILLED` is a descriptor call on the enum class (~60 ns on Python 3.11),
+# reading a module constant is a dict lookup.
+BUY, SELL = Side.BUY, Side.SELL
+MARKET, LIMIT = OrderType.MARKET, OrderType.LIMIT
+PENDING_SUBMIT = OrderStatus.PENDING_SUBMIT
+SUBMITTED = OrderStatus.SUBMITTED
+PARTIALLY_FILLED = OrderStatus.PARTIALLY_FILLED
+PENDING_CANCEL = OrderStatus.PENDING_CANCEL
+FILLED = OrderStatus.FILLED
+CANCELLED = OrderStatus.CANCELLED
+REJECTED = OrderStatus.REJECTED
+
+
 @dataclass_transform(frozen_default=True)
 def frozen_for_mypy(cls: type[_T]) -> type[_T]:
     """A slots dataclass that type checkers treat as frozen, for what the quote path builds.

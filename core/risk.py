@@ -28,13 +28,9 @@ from core.events import (
     TradingStateChanged,
 )
 from core.marketdata import MarketDataFeed
-from core.model import OrderIntent, OrderType, Side, TradingState
+from core.model import BUY, LIMIT, OrderIntent, TradingState
 from core.portfolio import Portfolio
 
-# Enum members as module constants: `Side.BUY` is an attribute lookup on the enum class
-# (~60 ns), and review runs for every order.
-_BUY = Side.BUY
-_LIMIT = OrderType.LIMIT
 # Which limit bound an order (compared by identity in _apply_limits).
 _NO_LIMIT = "none"
 _POSITION_SIZE = "position size"
@@ -175,7 +171,7 @@ class RiskManager:
         quantity = intent.quantity
         if quantity <= 0:
             return self._reject(intent, f"quantity must be positive, got {quantity}")
-        sign = 1 if intent.side is _BUY else -1
+        sign = 1 if intent.side is BUY else -1
         reduce_part = min(quantity, abs(position)) if position * sign < 0 else 0
         if reduce_part == quantity:
             return quantity  # only reduces exposure: allowed in every state
@@ -231,7 +227,7 @@ class RiskManager:
         assert quote is not None  # _blocked_reason guarantees a fresh quote
         price = quote.ask if sign > 0 else quote.bid
         lim = self.limits
-        if intent.order_type is _LIMIT:
+        if intent.order_type is LIMIT:
             limit_price = intent.limit_price
             if limit_price is None or limit_price <= 0:
                 return 0, "limit order without a positive limit price"

@@ -46,6 +46,14 @@ from core.brokers.sim_book import (
 from core.brokers.sim_state import FillLog, OrderLedger, SimStateLog, exec_id_for
 from core.clock import Clock
 from core.model import (
+    BUY,
+    CANCELLED,
+    FILLED,
+    LIMIT,
+    PARTIALLY_FILLED,
+    PENDING_SUBMIT,
+    REJECTED,
+    SUBMITTED,
     AccountValues,
     BrokerOrderState,
     Fill,
@@ -56,16 +64,6 @@ from core.model import (
     Side,
 )
 
-# An enum member read as Class.MEMBER costs ~60 ns on Python 3.11 (a descriptor call),
-# and the order path reads a dozen per order: it reads these module constants instead.
-_PENDING_SUBMIT = OrderStatus.PENDING_SUBMIT
-_SUBMITTED = OrderStatus.SUBMITTED
-_PARTIALLY_FILLED = OrderStatus.PARTIALLY_FILLED
-_FILLED = OrderStatus.FILLED
-_CANCELLED = OrderStatus.CANCELLED
-_REJECTED = OrderStatus.REJECTED
-_BUY = Side.BUY
-_LIMIT = OrderType.LIMIT
 _FINISHED = frozenset(s for s in OrderStatus if s.is_terminal)  # status.is_terminal, as a set
 
 __all__ = [
@@ -448,25 +446,25 @@ class SimVenue:
 
     def _activate(self, order: VenueOrder, ts: datetime) -> None:
         listener = self._require_listener()
-        if order.status is not _PENDING_SUBMIT:
+        if order.status is not PENDING_SUBMIT:
             return  # cancelled before it reached the venue
         rejection = self._rejection(order)
         if rejection is not None:
             reason, code = rejection
-            order.status = _REJECTED
+            order.status = REJECTED
             self._orders.finish(order)
             if self._state is not None:
                 self._state.append(
                     {"t": "status", "id": order.client_order_id, "status": "Rejected"}
                 )
             update = OrderStatusUpdate(
-                order.client_order_id, _REJECTED, ts, message=reason, error_code=code
+                order.client_order_id, REJECTED, ts, message=reason, error_code=code
             )
             listener.on_order_status(update)
             return
         order.broker_order_id = str(self._next_broker_id)
         self._next_broker_id += 1
-        order.status = _SUBMITTED
+        order.status = SUBMITTED
         if self._state is not None:
             self._state.append(
                 {
@@ -479,7 +477,7 @@ class SimVenue:
         book = self._book_by_symbol[order.symbol]
         book.working.append(order)
         listener.on_order_status(
-            OrderStatusUpdate(order.client_order_id, _SUBMITTED, ts, order.broker_order_id)
+            OrderStatusUpdate(order.client_order_id, SUBMITTED, ts, order.broker_order_id)
         )
         # A marketable order trades against the book it arrives at, not the next quote.
         self._match_working(book, ts, only=order)
@@ -500,12 +498,12 @@ class SimVenue:
                 f"unknown symbol {order.symbol!r}: the sim venue trades {', '.join(self.symbols)}"
             )
         price = order.limit_price
-        if order.order_type is _LIMIT and not (
+        if order.order_type is LIMIT and not (
             price is not None and math.isfinite(price) and price > 0
         ):
             return f"limit order needs a positive limit price, got {price}"
         position = self._positions.get(order.symbol, 0)
-        signed = order.quantity if order.side is _BUY else -order.quantity  # side.sign * quantity
+        signed = order.quantity if order.side is BUY else -order.quantity  # side.sign * quantity
         if position * signed < 0 and order.quantity <= abs(position):
             return None  # reducing exposure is always allowed (fail safe)
         # account_values().net_liquidation, without building the rest of AccountValues.
@@ -540,7 +538,7 @@ class SimVenue:
                     client_order_id,
                 )
             return
-        order.status = _CANCELLED
+        order.status = CANCELLED
         self._orders.finish(order)
         if self._state is not None:
             self._state.append({"t": "status", "id": client_order_id, "status": "Cancelled"})
@@ -548,7 +546,7 @@ class SimVenue:
         if working is not None and order in working:
             working.remove(order)
         listener.on_order_status(
-            OrderStatusUpdate(client_order_id, _CANCELLED, ts, order.broker_order_id, "cancelled")
+            OrderStatusUpdate(client_order_id, CANCELLED, ts, order.broker_order_id, "cancelled")
         )
 
     def _match_working(self, book: Book, ts: datetime, only: VenueOrder | None = None) -> None:
@@ -569,8 +567,8 @@ class SimVenue:
             working[:] = [o for o in working if o.status not in _FINISHED]
 
     def _try_fill(self, order: VenueOrder, book: Book, ts: datetime) -> bool:
-        limit = order.limit_price if order.order_type is _LIMIT else None
-        if order.side is _BUY:
+        limit = order.limit_price if order.order_type is LIMIT else None
+        if order.side is BUY:
             if limit is not None and book.ask > limit + PRICE_EPS:
                 return False
             quantity, price = min(order.remaining, book.ask_size), book.ask
@@ -602,10 +600,10 @@ class SimVenue:
         # account_values() inside on_fill sees the fill applied.
         order.filled += quantity
         if order.remaining == 0:
-            order.status = _FILLED
+            order.status = FILLED
             self._orders.finish(order)
         else:
-            order.status = _PARTIALLY_FILLED
+            order.status = PARTIALLY_FILLED
         if self._state is not None:
             self._state.append(
                 {
@@ -622,7 +620,7 @@ class SimVenue:
                 }
             )
         # fill.signed_quantity, without two property calls.
-        self._book_account(order.symbol, quantity if side is _BUY else -quantity, price, fee)
+        self._book_account(order.symbol, quantity if side is BUY else -quantity, price, fee)
         self.fills.append(fill, exec_seq)
         listener.on_fill(fill)
         listener.on_order_status(
