@@ -97,7 +97,8 @@ class _Writer:
         self._out = sys.stdout.buffer.fileno()
         self._frames = FrameReader()
         self._journals: deque[tuple[int, list[Any]]] = deque()
-        self._batches: deque[tuple[int, dict[str, list[Any]]]] = deque()
+        # (seq, batch, ids of the orders it holds rows of: what a journal must not pass)
+        self._batches: deque[tuple[int, dict[str, list[Any]], set[str]]] = deque()
         self._eof = False
         self._rows_since_checkpoint = 0
 
@@ -119,7 +120,7 @@ class _Writer:
             if kind == "orders":
                 self._journals.append((seq, body))
             else:
-                self._batches.append((seq, body))
+                self._batches.append((seq, body, _order_ids(body)))
 
     def _reply(self, seq: int, written: int, error: BaseException | None = None) -> None:
         if error is None:
@@ -139,8 +140,8 @@ class _Writer:
                 return
             self._serve_journals(blocked_by=None)
             if self._batches:
-                seq, batch = self._batches.popleft()
-                self._rows_since_checkpoint += self._write_batch(seq, batch)
+                seq, batch, ids = self._batches.popleft()
+                self._rows_since_checkpoint += self._write_batch(seq, batch, ids)
                 if self._rows_since_checkpoint >= CHECKPOINT_ROWS:
                     self._poll(block=False)
                     if not self._journals:
@@ -155,16 +156,14 @@ class _Writer:
         except sqlite3.Error as exc:
             print(f"checkpoint failed: {exc}", file=sys.stderr)
 
-    def _serve_journals(self, blocked_by: set[str] | None) -> bool:
-        """Write waiting journal requests unless one touches ``blocked_by``'s orders.
-        True when any was written."""
-        served = False
+    def _serve_journals(self, blocked_by: set[str] | None) -> None:
+        """Write waiting journal requests, up to one that touches ``blocked_by``'s orders."""
         while self._journals:
             seq, rows = self._journals[0]
             if blocked_by and any(row[0] in blocked_by for row in rows):
-                return served
-            if any(_order_ids(b) & {row[0] for row in rows} for _, b in self._batches):
-                return served  # an earlier batch holds these orders: it goes first
+                return
+            if any(ids & {row[0] for row in rows} for _, _, ids in self._batches):
+                return  # an earlier batch holds these orders: it goes first
             self._journals.popleft()
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -178,12 +177,9 @@ class _Writer:
                 self._reply(seq, 0, exc)
             else:
                 self._reply(seq, len(rows))
-            served = True
-        return served
 
-    def _write_batch(self, seq: int, batch: dict[str, list[Any]]) -> int:
+    def _write_batch(self, seq: int, batch: dict[str, list[Any]], ids: set[str]) -> int:
         written = committed = 0
-        ids = _order_ids(batch)
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
