@@ -36,7 +36,7 @@ T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 
 
 def _reference_redraw(book: Book) -> None:
-    """The venue's book redraw written with the library calls it inlines."""
+    """The venue's book redraw with round() for the cent grid (recentre divides instead)."""
     rng = book.walk
     book.half_spread = book.walk_mid * rng.uniform(1.0, 5.0) / 10_000.0 / 2.0
     book.bid_size = rng.randint(1, 10) * 100
@@ -50,7 +50,7 @@ def _reference_redraw(book: Book) -> None:
     book.ask = round((centre + half) * TICK / 2, 2)
 
 
-def test_inlined_book_redraw_keeps_every_seeds_stream() -> None:
+def test_book_redraw_and_recentre_give_what_the_plain_rounding_gives() -> None:
     prices = random.Random(3)
     for seed in range(200):
         fast = Book("X", random.Random(seed), random.Random(0), 0.0, 0.0)

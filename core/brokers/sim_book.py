@@ -112,23 +112,11 @@ class Book:
         return book
 
     def redraw(self) -> None:
-        """New spread and displayed sizes for the next quote."""
+        """A spread and displayed sizes for the book's first quote (Book.step draws the rest)."""
         rng = self.walk
-        # These run for every quote, so the library calls are inlined with the very same
-        # draws: uniform(1, 5) is 1 + 4 * random(), and randint(1, 10) is 1 + a 4-bit
-        # draw below 10 (rejection sampling, as Random._randbelow does). The stream of a
-        # seed is therefore unchanged (tests/test_hot_path.py checks it against the
-        # library calls).
-        self.half_spread = self.walk_mid * (1.0 + 4.0 * rng.random()) / 10_000.0 / 2.0
-        getrandbits = rng.getrandbits
-        r = getrandbits(4)
-        while r >= 10:
-            r = getrandbits(4)
-        self.bid_size = (r + 1) * 100
-        r = getrandbits(4)
-        while r >= 10:
-            r = getrandbits(4)
-        self.ask_size = (r + 1) * 100
+        self.half_spread = self.walk_mid * rng.uniform(1.0, 5.0) / 10_000.0 / 2.0
+        self.bid_size = rng.randint(1, 10) * 100
+        self.ask_size = rng.randint(1, 10) * 100
         self.recentre()
 
     def step(self, sigma: float, ts: datetime) -> Quote:
