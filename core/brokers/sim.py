@@ -506,8 +506,7 @@ class SimVenue:
         signed = order.quantity if order.side is BUY else -order.quantity  # side.sign * quantity
         if position * signed < 0 and order.quantity <= abs(position):
             return None  # reducing exposure is always allowed (fail safe)
-        # account_values().net_liquidation, without building the rest of AccountValues.
-        nlv = self._cash + self._market_value()
+        nlv = self._net_liquidation()  # without building the rest of AccountValues
         gross_after = self._gross_exposure() + (abs(position + signed) - abs(position)) * book.mark
         limit = self._config.buying_power_multiple * nlv
         if gross_after > limit + PRICE_EPS:
@@ -653,11 +652,12 @@ class SimVenue:
     def _gross_exposure(self) -> float:
         return sum(abs(qty) * self._book_by_symbol[s].mark for s, qty in self._positions.items())
 
-    def _market_value(self) -> float:
-        return sum(qty * self._book_by_symbol[s].mark for s, qty in self._positions.items())
+    def _net_liquidation(self) -> float:
+        market_value = sum(qty * self._book_by_symbol[s].mark for s, qty in self._positions.items())
+        return self._cash + market_value
 
     def account_values(self) -> AccountValues:
-        nlv = self._cash + self._market_value()
+        nlv = self._net_liquidation()
         return AccountValues(
             account_id=self._config.account_id,
             cash=self._cash,
