@@ -422,11 +422,9 @@ class ExecutionEngine:
                 final=str(final),
             )
             return
-        # The same text InvalidOrderTransition carries for an order still held.
-        self._refuse(
-            update.client_order_id,
-            f"order {update.client_order_id}: {final} -> {update.status} is not allowed",
-        )
+        # The same text as for an order still held.
+        refused = InvalidOrderTransition.between(update.client_order_id, final, update.status)
+        self._refuse(update.client_order_id, str(refused))
 
     # ------------------------------------------------------------- recovery
     def mark_fill_seen(self, exec_id: str) -> None:

@@ -202,6 +202,12 @@ class OrderIntent:
 class InvalidOrderTransition(Exception):
     """A status change the order state machine does not allow."""
 
+    @classmethod
+    def between(
+        cls, client_order_id: str, old: OrderStatus, new: OrderStatus
+    ) -> InvalidOrderTransition:
+        return cls(f"order {client_order_id}: {old} -> {new} is not allowed")
+
 
 @dataclass(slots=True)
 class Order:
@@ -241,9 +247,7 @@ class Order:
                 self.last_message = message
             return False
         if new not in ALLOWED_TRANSITIONS[self.status]:
-            raise InvalidOrderTransition(
-                f"order {self.client_order_id}: {self.status} -> {new} is not allowed"
-            )
+            raise InvalidOrderTransition.between(self.client_order_id, self.status, new)
         self.status = new
         self.updated_at = ts
         if message:
