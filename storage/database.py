@@ -54,7 +54,6 @@ from storage.schema import (
     IMPORT_SQL,
     LIVE_WRITE_SQL,
     MIGRATIONS,
-    NEW_ORDER_SQL,
     TABLE_COLUMNS,
     WRITE_ORDER,
     Row,
@@ -185,11 +184,6 @@ class Database:
     def _require_transaction(self) -> None:
         if not self._lock.locked() or not self._conn.in_transaction:
             raise RuntimeError("write_*_in_transaction needs an open Database.transaction()")
-
-    async def insert_new_orders_in_transaction(self, rows: Sequence[Row]) -> None:
-        """Journal new orders; raises sqlite3.IntegrityError when an id exists already."""
-        self._require_transaction()
-        await self._conn.executemany(NEW_ORDER_SQL, rows)
 
     async def insert_alerts_in_transaction(self, rows: Sequence[Row]) -> list[int]:
         """Insert alert rows (write_columns order) one by one inside an open

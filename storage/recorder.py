@@ -6,8 +6,11 @@ transaction when enough rows are pending or enough time has passed. Rows are
 built at publish time because ``OrderUpdated`` carries the *live* Order object:
 by flush time it may already show a later state.
 
-``write_orders`` is the exception: journal-before-send needs the orders durable
-before the broker sees them, so it writes their rows immediately, in one transaction.
+``write_orders`` is the order journal (journal before send): it appends the orders'
+rows to the order journal file (``storage.order_journal``) in one write before it
+returns, and queues the same rows for the next batch. ``load_recovery`` first folds
+into the database whatever the file holds that the ``orders`` table lacks: orders
+journaled by a process that died before its next batch.
 
 Alerts are inserted one by one so that their row ids are known: the alert
 manager reports each channel's outcome later (``AlertDelivered``), and the
@@ -24,6 +27,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -51,6 +55,7 @@ from core.events import (
 from core.model import Alert, Order, QuoteSource
 from core.recovery import RecoveredState
 from storage.database import Database
+from storage.order_journal import OrderJournalFile, journal_path, read_rows
 from storage.recovery import load_recovery
 from storage.rows import (
     alert_row,
@@ -85,17 +90,6 @@ def _empty_batch() -> Batch:
     return {table: [] for table in WRITE_ORDER}
 
 
-def _without_prefix(batch: Batch, rows: int) -> Batch:
-    """``batch`` less its first ``rows`` rows in write order (those already committed)."""
-    rest: Batch = {}
-    for table in WRITE_ORDER:
-        table_rows = batch.get(table, [])
-        skip = min(rows, len(table_rows))
-        rows -= skip
-        rest[table] = table_rows[skip:]
-    return rest
-
-
 class Recorder:
     """Batched bus → SQLite writer; also the core's ``Journal`` (``write_orders``).
 
@@ -117,9 +111,13 @@ class Recorder:
         if flush_rows < 1 or flush_ms <= 0 or max_pending_rows < 1:
             raise ValueError("flush_rows, flush_ms and max_pending_rows must be positive")
         self._db = db
-        # With a writer process, batches and the journal are written on another core;
-        # alerts (whose row ids are needed back) still go through ``db``.
+        # With a writer process, batches are written on another core; alerts (whose
+        # row ids are needed back) still go through ``db``.
         self._writer = writer
+        self._order_journal = OrderJournalFile(journal_path(Path(db.path)))
+        # What the journal file may be emptied after (see ``_batch_committed``).
+        self._batches_in_flight = 0
+        self._restores = 0
         self._flush_rows = flush_rows
         self._flush_s = flush_ms / 1000.0
         self._max_pending = max_pending_rows
@@ -287,67 +285,69 @@ class Recorder:
     # ----------------------------------------------------------------- journal
 
     async def load_recovery(self, day_start: datetime) -> RecoveredState:
-        """The Journal's read side: what a restart needs back (storage.recovery)."""
+        """The Journal's read side: what a restart needs back (storage.recovery).
+
+        Orders the journal file holds and the database lacks go into the database
+        first; the file is then emptied."""
+        await self.fold_order_journal()
         return await load_recovery(self._db, day_start)
 
+    async def fold_order_journal(self) -> int:
+        """Insert the journal file's orders the ``orders`` table lacks; returns how many.
+
+        A row the table has is the same order in a later state, and stays."""
+        rows = read_rows(self._order_journal.path)
+        added = 0
+        if rows:
+            async with self._db.transaction():
+                added = await self._db.import_rows_in_transaction("orders", rows)
+            logger.info(
+                "order journal {path}: {added} of {n} orders were not in the database yet",
+                path=self._order_journal.path,
+                added=added,
+                n=len(rows),
+            )
+        self._order_journal.clear()
+        return added
+
     async def write_order(self, order: Order) -> None:
-        """Durably record one order now; see ``write_orders``."""
+        """Record one order before it is sent; see ``write_orders``."""
         await self.write_orders([order])
 
     async def write_orders(self, orders: Sequence[Order]) -> None:
-        """Durably record new orders now, in one transaction (journal before send).
+        """Put new orders on record before they are sent (journal before send).
 
-        Raises when the write fails: the caller must then send none of them.
+        One write to the order journal file, done when this returns; the rows also
+        go to the database with the next batch. Raises OSError when the write fails:
+        the caller must then send none of them.
         """
-        stale: list[Row] = []
+        rows = [order_row(order) for order in orders]
         try:
-            if self._writer is not None:
-                # The writer process writes requests in the order they were taken, so
-                # snapshotting here is as safe as under the lock below.
-                await self._writer.insert_new_orders(self._journal_rows(orders, stale))
-            else:
-                async with self._db.transaction():
-                    rows = self._journal_rows(orders, stale)
-                    await self._db.insert_new_orders_in_transaction(rows)
-        except BaseException:
-            self._restore({"orders": stale})
+            self._order_journal.append(rows)
+        except OSError:
             ids = ", ".join(o.client_order_id for o in orders)
             logger.exception("recorder: journaling orders {ids} failed", ids=ids)
             raise
-        self.rows_written += len(orders)
-
-    def _journal_rows(self, orders: Sequence[Order], stale: list[Row]) -> list[Row]:
-        """Snapshot ``orders`` and take out their older pending snapshots (into ``stale``)
-        in one synchronous step, so a later batch cannot overwrite this newer state."""
-        rows = [order_row(order) for order in orders]
-        for order in orders:
-            stale += self._take_pending_order_rows(order.client_order_id)
-        return rows
-
-    def _take_pending_order_rows(self, client_order_id: str) -> list[Row]:
-        pending = self._pending["orders"]
-        stale = [r for r in pending if r[0] == client_order_id]
-        if stale:
-            self._pending["orders"] = [r for r in pending if r[0] != client_order_id]
-            self._pending_count -= len(stale)
-        return stale
+        for row in rows:
+            self._add("orders", row)
 
     # ----------------------------------------------------------------- batches
 
     async def flush(self) -> int:
         """Write everything pending; returns rows written.
 
-        Quotes go in chunks of ``QUOTE_CHUNK`` rows, one transaction each, so a journal
-        write (an order about to be sent) waits at most for one chunk, never for a whole
-        backlog built up during a burst. On failure the rows stay pending for a retry and
-        the error is raised.
+        Quotes go in chunks of ``QUOTE_CHUNK`` rows, one transaction each, so a backlog
+        built up during a burst (or an outage) is written in bounded pieces and other
+        writers (alerts, the heartbeat) get the database between them. On failure the
+        rows stay pending for a retry and the error is raised.
         """
         written = 0
         while self._pending_count or self._pending_deliveries:
             written += await self._flush_chunk()
         return written
 
-    def _take_chunk(self) -> Batch:
+    def _take_chunk(self) -> tuple[Batch, tuple[int, int]]:
+        """The next batch, and what ``_batch_committed`` needs to know about it."""
         quotes = self._pending["quotes"]
         batch, self._pending = self._pending, _empty_batch()
         if len(quotes) > QUOTE_CHUNK:
@@ -359,50 +359,74 @@ class Recorder:
             # keeps only its newest snapshot, so only that is written (order_events
             # keeps every step).
             batch["orders"] = list({row[0]: row for row in orders}.values())
-        return batch
+        self._batches_in_flight += 1
+        return batch, (self._order_journal.size, self._restores)
+
+    def _batch_committed(self, taken: tuple[int, int]) -> None:
+        """Empty the journal file once every order row in it is in the database.
+
+        Each journal write queues its rows in the same synchronous step, so a batch
+        holds every row the file had when the batch was taken, except rows of earlier
+        batches: those are committed unless one is still in flight, or failed and put
+        its rows back (``_restore``) after this batch was taken."""
+        self._batches_in_flight -= 1
+        size, restores = taken
+        journal = self._order_journal
+        if (
+            journal.size
+            and journal.size == size
+            and restores == self._restores
+            and not self._batches_in_flight
+        ):
+            journal.clear()
+
+    def _batch_failed(self, batch: Batch) -> None:
+        self._batches_in_flight -= 1
+        self._restore(batch)
 
     async def _flush_chunk(self) -> int:
         if self._writer is not None:
             return await self._flush_chunk_to_writer(self._writer)
-        batch: Batch = {}
+        batch: Batch | None = None
+        taken = (0, 0)
         alerts: list[Alert] = []
         deliveries: dict[int, tuple[Alert, str]] = {}
         new_ids: dict[int, tuple[Alert, int]] = {}
         try:
             async with self._db.transaction():
-                # Taken under the lock: anything journaled before us is committed,
-                # anything journaled after us is newer than these rows.
-                batch = self._take_chunk()
+                # Taken under the lock: batches commit in the order they were taken.
+                batch, taken = self._take_chunk()
                 alerts, self._pending_alerts = self._pending_alerts, []
                 deliveries, self._pending_deliveries = self._pending_deliveries, {}
                 written = await self._db.write_batch_in_transaction(batch)
                 new_ids = await self._write_alerts(alerts, deliveries)
                 written += len(alerts)
         except BaseException as exc:
-            self._restore(batch)
+            if batch is not None:
+                self._batch_failed(batch)
             self._restore_alerts(alerts, deliveries)
             self.write_errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             raise
+        self._batch_committed(taken)
         self._remember_alert_ids(new_ids)
         self.rows_written += written
         self.flushes += 1
         return written
 
     async def _flush_chunk_to_writer(self, writer: WriterProcess) -> int:
-        # Taken synchronously, like a journal write's rows: the child writes requests in
-        # the order they were taken (a journal goes first only past unrelated rows).
-        batch = self._take_chunk()
+        # The child commits batches in the order they were sent, which is the order
+        # they were taken.
+        batch, taken = self._take_chunk()
         self._pending_count += len(self._pending_alerts)  # still pending: written below
         try:
             written = await writer.write_batch(batch)
         except BaseException as exc:
-            committed = int(getattr(exc, "committed", 0))
-            self._restore(_without_prefix(batch, committed))
-            self.rows_written += committed
+            self._batch_failed(batch)
             self.write_errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             raise
+        self._batch_committed(taken)
         self.rows_written += written
         self.flushes += 1
         if self._pending_alerts or self._pending_deliveries:
@@ -459,6 +483,7 @@ class Recorder:
 
     def _restore(self, batch: Batch) -> None:
         """Put unwritten rows back in front of anything that arrived meanwhile."""
+        self._restores += 1
         for table, rows in batch.items():
             if rows:
                 self._pending[table][:0] = rows
@@ -516,6 +541,10 @@ class Recorder:
         except Exception:
             logger.exception("recorder: final flush failed, {n} rows lost", n=self._pending_count)
             raise
+        else:
+            if not self._batches_in_flight:
+                self._order_journal.clear()  # every order is in the database
         finally:
+            self._order_journal.close()
             if self._writer is not None:
                 await self._writer.close()

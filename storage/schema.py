@@ -173,9 +173,6 @@ def live_write_sql(table: str) -> str:
 
 
 LIVE_WRITE_SQL: dict[str, str] = {t: live_write_sql(t) for t in TABLE_COLUMNS}
-# A new order's journal row: a plain INSERT, so a reused client order id fails loudly
-# instead of overwriting the record of an order the broker already has.
-NEW_ORDER_SQL = insert_sql("orders", write_columns("orders"), ignore=False)
 IMPORT_SQL: dict[str, str] = {
     t: insert_sql(t, cols, ignore=True) for t, cols in TABLE_COLUMNS.items()
 }

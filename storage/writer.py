@@ -1,11 +1,10 @@
 """The recorder's side of the writer process (``storage.writer_process``).
 
 ``WriterProcess`` starts ``python -m storage.writer_process DB_PATH`` and sends it
-batches and journal writes; each call resolves when the child has committed (or
-failed). A child that died is started again on the next call, so one crash costs
-the rows of the batches in flight at that moment, which the recorder keeps and
-retries, and never an order: a journal write that gets no reply raises, and the
-order is not sent.
+batches; each call resolves when the child has committed the batch (or failed it,
+writing none of it). A child that died is started again on the next call, so one
+crash costs the batches in flight at that moment, which the recorder keeps and
+retries.
 """
 
 from __future__ import annotations
@@ -32,10 +31,9 @@ _EXIT_WAIT_S = 30.0
 
 
 class WriterProcessError(RuntimeError):
-    """The writer process could not be started, died, or failed a write.
+    """The writer process could not be started or died.
 
-    A failed write raises the child's sqlite3 error class instead; either carries
-    ``committed``, the rows of the batch written before the failure, when known."""
+    A write that failed in SQLite raises the child's sqlite3 error class instead."""
 
 
 class WriterProcess:
@@ -90,39 +88,28 @@ class WriterProcess:
         logger.debug("writer process {pid} started for {path}", pid=process.pid, path=self.path)
 
     async def write_batch(self, batch: Mapping[str, Sequence[Row]]) -> int:
-        """Write live rows of several tables in one transaction; returns rows written."""
-        return await self._request("batch", {t: rows for t, rows in batch.items() if rows})
+        """Write live rows of several tables in one transaction; returns rows written.
 
-    async def insert_new_orders(self, rows: Sequence[Row]) -> int:
-        """The order journal: plain INSERTs in one transaction, served before batches.
-
-        Raises sqlite3.IntegrityError when a client order id exists already."""
-        return await self._request("orders", list(rows))
-
-    async def _request(self, kind: str, body: object) -> int:
-        frame_body = (kind, body)
+        Raises the child's sqlite3 error class (a locked database, say) when SQLite
+        failed the batch, WriterProcessError when the child died with it."""
+        body = {t: rows for t, rows in batch.items() if rows}
         try:
-            reply = await self._send(frame_body)
+            reply = await self._send(body)
         except WriterProcessError:
             # The child was gone before it read the request, so nothing of it was
             # written: a new child may take it (once).
             await self._forget_dead_child()
-            reply = await self._send(frame_body)
+            reply = await self._send(body)
         written, error_class, error_text = await reply
         if error_class is None:
             return written
-        # The child's sqlite3 error is raised here as the same class (a locked database,
-        # a reused client order id), carrying how many rows it had committed first.
         error_type = getattr(sqlite3, error_class, None)
         if isinstance(error_type, type) and issubclass(error_type, sqlite3.Error):
-            error: Exception = error_type(error_text)
-        else:
-            error = WriterProcessError(f"writer process: {error_class}: {error_text}")
-        error.committed = written  # type: ignore[attr-defined]
-        raise error
+            raise error_type(error_text)
+        raise WriterProcessError(f"writer process: {error_class}: {error_text}")
 
     async def _send(
-        self, frame_body: tuple[str, object]
+        self, body: Mapping[str, Sequence[Row]]
     ) -> asyncio.Future[tuple[int, str | None, str | None]]:
         await self.start()
         process = self._process
@@ -132,7 +119,7 @@ class WriterProcess:
         reply = asyncio.get_running_loop().create_future()
         self._replies[seq] = reply
         try:
-            process.stdin.write(encode((seq, *frame_body)))
+            process.stdin.write(encode((seq, body)))
             await process.stdin.drain()
         except (ConnectionError, RuntimeError) as exc:
             self._replies.pop(seq, None)

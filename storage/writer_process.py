@@ -11,20 +11,15 @@ Protocol (stdin → requests, stdout → replies), each frame a 4-byte big-endia
 length and a ``marshal`` payload — both ends are the same interpreter
 (``sys.executable``), which is what marshal needs:
 
-- request ``(seq, "batch", {table: [row, ...]})``: live rows (``LIVE_WRITE_SQL``),
-  written table by table in ``WRITE_ORDER`` in one transaction;
-- request ``(seq, "orders", [row, ...])``: the order journal (``NEW_ORDER_SQL``,
-  a plain INSERT), in one transaction;
+- request ``(seq, {table: [row, ...]})``: live rows (``LIVE_WRITE_SQL``), written
+  table by table in ``WRITE_ORDER`` in one transaction, requests in the order sent;
 - reply ``(seq, rows_written, error_class, error_text)``; ``error_class`` is None
-  on success, else the exception's class name (e.g. ``IntegrityError``) and
-  ``rows_written`` counts the rows committed before the error (a prefix in
-  ``WRITE_ORDER``), which the parent must not send again;
+  on success, else the exception's class name (e.g. ``OperationalError``) and
+  nothing of that request was written;
 - the first reply, ``(0, 0, None, None)``, says the connection is open.
 
-A journal request is the one that holds up an order: it is served before any batch
-still waiting, and a batch in progress commits what it has written and lets the
-journal through between slices of ``SLICE_ROWS`` rows. It never overtakes a batch
-that carries rows of the same orders (an older snapshot must not land after it).
+Orders are not journaled here: ``storage.order_journal`` puts them on record before
+they are sent, without a round trip to this process.
 
 The child ignores SIGINT and SIGTERM: Ctrl+C at the terminal and systemd's stop
 reach the whole process group, and the console's own graceful stop still needs
@@ -36,19 +31,15 @@ from __future__ import annotations
 
 import marshal
 import os
-import select
 import signal
 import sqlite3
 import struct
 import sys
-from collections import deque
 from typing import Any
 
-from storage.schema import LIVE_WRITE_SQL, NEW_ORDER_SQL, WRITE_ORDER
+from storage.schema import LIVE_WRITE_SQL, WRITE_ORDER
 
 HEADER = struct.Struct(">I")
-# Rows written between two looks for a waiting journal request: about 0.3 ms of work.
-SLICE_ROWS = 100
 READ_BYTES = 64 * 1024
 # A checkpoint copies the WAL into the database file and syncs it (milliseconds), so it
 # runs only after about this many rows, like SQLite's own 1,000-page default.
@@ -81,6 +72,11 @@ class FrameReader:
         del buffer[:start]
         return frames
 
+    @property
+    def leftover(self) -> int:
+        """Bytes of a frame not complete yet (at the end of a file: a torn write)."""
+        return len(self._buffer)
+
 
 class _Writer:
     def __init__(self, path: str, busy_timeout_ms: int) -> None:
@@ -89,38 +85,13 @@ class _Writer:
         # are per connection.
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        # SQLite checkpoints the WAL inside whichever commit crosses 1,000 pages; that
-        # must not be an order's journal commit. This connection checkpoints after a
-        # batch instead, when no journal request is waiting (``_checkpoint``).
+        # SQLite checkpoints the WAL inside whichever commit crosses 1,000 pages, which
+        # then waits for a sync; this connection checkpoints between batches instead.
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._in = sys.stdin.buffer.fileno()
         self._out = sys.stdout.buffer.fileno()
         self._frames = FrameReader()
-        self._journals: deque[tuple[int, list[Any]]] = deque()
-        # (seq, batch, ids of the orders it holds rows of: what a journal must not pass)
-        self._batches: deque[tuple[int, dict[str, list[Any]], set[str]]] = deque()
-        self._eof = False
         self._rows_since_checkpoint = 0
-
-    # ------------------------------------------------------------------ input
-
-    def _poll(self, block: bool) -> None:
-        if self._eof:
-            return
-        ready, _, _ = select.select([self._in], [], [], None if block else 0)
-        if not ready:
-            return
-        # Below malloc's mmap threshold: a 1 MiB read buffer cost ~100 µs a call in page
-        # faults, most of an order's journal round trip.
-        data = os.read(self._in, READ_BYTES)
-        if not data:
-            self._eof = True
-            return
-        for seq, kind, body in self._frames.feed(data):
-            if kind == "orders":
-                self._journals.append((seq, body))
-            else:
-                self._batches.append((seq, body, _order_ids(body)))
 
     def _reply(self, seq: int, written: int, error: BaseException | None = None) -> None:
         if error is None:
@@ -130,23 +101,19 @@ class _Writer:
         while data:
             data = data[os.write(self._out, data) :]
 
-    # ------------------------------------------------------------------ writes
-
     def run(self) -> None:
         self._reply(0, 0)  # ready: the connection is open
         while True:
-            self._poll(block=not (self._journals or self._batches))
-            if self._eof and not (self._journals or self._batches):
-                return
-            self._serve_journals(blocked_by=None)
-            if self._batches:
-                seq, batch, ids = self._batches.popleft()
-                self._rows_since_checkpoint += self._write_batch(seq, batch, ids)
-                if self._rows_since_checkpoint >= CHECKPOINT_ROWS:
-                    self._poll(block=False)
-                    if not self._journals:
-                        self._checkpoint()
-                        self._rows_since_checkpoint = 0
+            # Below malloc's mmap threshold: a 1 MiB read buffer cost ~100 µs a call in
+            # page faults.
+            data = os.read(self._in, READ_BYTES)
+            if not data:
+                return  # the parent closed the pipe or died: everything sent is written
+            for seq, batch in self._frames.feed(data):
+                self._rows_since_checkpoint += self._write_batch(seq, batch)
+            if self._rows_since_checkpoint >= CHECKPOINT_ROWS:
+                self._checkpoint()
+                self._rows_since_checkpoint = 0
 
     def _checkpoint(self) -> None:
         # PASSIVE never waits for readers or the other writer; what it cannot copy now
@@ -156,69 +123,26 @@ class _Writer:
         except sqlite3.Error as exc:
             print(f"checkpoint failed: {exc}", file=sys.stderr)
 
-    def _serve_journals(self, blocked_by: set[str] | None) -> None:
-        """Write waiting journal requests, up to one that touches ``blocked_by``'s orders."""
-        while self._journals:
-            seq, rows = self._journals[0]
-            if blocked_by and any(row[0] in blocked_by for row in rows):
-                return
-            if any(ids & {row[0] for row in rows} for _, _, ids in self._batches):
-                return  # an earlier batch holds these orders: it goes first
-            self._journals.popleft()
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._conn.executemany(NEW_ORDER_SQL, rows)
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                self._reply(seq, 0, exc)
-            else:
-                self._reply(seq, len(rows))
-
-    def _write_batch(self, seq: int, batch: dict[str, list[Any]], ids: set[str]) -> int:
-        written = committed = 0
+    def _write_batch(self, seq: int, batch: dict[str, list[Any]]) -> int:
+        written = 0
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for table in WRITE_ORDER:
                     rows = batch.get(table)
-                    if not rows:
-                        continue
-                    sql = LIVE_WRITE_SQL[table]
-                    for start in range(0, len(rows), SLICE_ROWS):
-                        conn.executemany(sql, rows[start : start + SLICE_ROWS])
-                        written += len(rows[start : start + SLICE_ROWS])
-                        self._poll(block=False)
-                        if self._journals and not ids & _journal_ids(self._journals):
-                            # Let the order through: what is written so far is a
-                            # consistent prefix (tables in WRITE_ORDER, rows in order).
-                            conn.execute("COMMIT")
-                            committed = written
-                            self._serve_journals(blocked_by=ids)
-                            conn.execute("BEGIN IMMEDIATE")
+                    if rows:
+                        conn.executemany(LIVE_WRITE_SQL[table], rows)
+                        written += len(rows)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            # Rows committed before a journal break stay written: report how many, so
-            # the parent retries only the rest (quotes have no key to dedupe on).
-            self._reply(seq, committed, exc)
-            return committed
+            self._reply(seq, 0, exc)
+            return 0
         self._reply(seq, written)
         return written
-
-
-def _order_ids(batch: dict[str, list[Any]]) -> set[str]:
-    return {row[0] for row in batch.get("orders", ())}
-
-
-def _journal_ids(journals: deque[tuple[int, list[Any]]]) -> set[str]:
-    return {row[0] for _, rows in journals for row in rows}
 
 
 def main(argv: list[str]) -> int:

@@ -47,7 +47,9 @@ from core.model import (
     TradingState,
 )
 from storage.database import Database
+from storage.order_journal import OrderJournalFile, journal_path, read_rows
 from storage.recorder import Recorder
+from storage.rows import order_row
 from storage.writer import WriterProcess
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -215,16 +217,64 @@ async def test_order_events_are_snapshots_taken_at_publish_time(
 # --------------------------------------------------------------------------- journal
 
 
-async def test_write_order_is_durable_when_it_returns(
-    make_recorder: Callable[..., Recorder], db: Database, db_path: Path
+async def test_write_order_is_on_record_when_it_returns_and_in_the_next_batch(
+    make_recorder: Callable[..., Recorder], db: Database, db_path: Path, peek: Callable[[str], int]
 ) -> None:
-    recorder = make_recorder(db, EventBus())
-    await recorder.write_order(make_order("c-journal"))
+    recorder = make_recorder(db, EventBus(), flush_rows=1000, flush_ms=60_000)
+    order = make_order("c-journal")
+    await recorder.write_order(order)
+    # on record in the journal file before the caller may send it ...
+    assert read_rows(journal_path(db_path)) == [order_row(order)]
+    assert peek("orders") == 0
+    # ... and in the database with the next batch, after which the file is emptied
+    assert await recorder.flush() == 1
     with sqlite3.connect(db_path) as other:
         row = other.execute(
             "SELECT symbol, status, limit_price FROM orders WHERE client_order_id = 'c-journal'"
         ).fetchone()
     assert row == ("AAPL", "PendingSubmit", 100.0)
+    assert journal_path(db_path).stat().st_size == 0
+    await recorder.stop()
+
+
+async def test_orders_journaled_by_a_process_that_died_are_folded_in_on_the_next_start(
+    db: Database, db_path: Path
+) -> None:
+    first = Recorder(db, EventBus())
+    lost, later = make_order("c-lost"), make_order("c-later")
+    await first.write_orders([lost, later])
+    # The process dies before its next batch: only ``c-later`` reached the database,
+    # and in a later state than its journal row.
+    later.transition(OrderStatus.SUBMITTED, T0 + timedelta(seconds=1))
+    async with db.transaction():
+        await db.write_rows_in_transaction("orders", [order_row(later)])
+    second = Recorder(db, EventBus())
+    state = await second.load_recovery(T0 - timedelta(hours=1))
+    assert await db.order("c-lost") == lost
+    stored = await db.order("c-later")
+    assert stored is not None and stored.status == OrderStatus.SUBMITTED  # not rolled back
+    assert {o.client_order_id for o in state.orders} == {"c-lost", "c-later"}
+    assert journal_path(db_path).stat().st_size == 0
+    assert await second.fold_order_journal() == 0  # nothing twice
+
+
+def test_a_torn_last_journal_write_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "tc.db-orders"
+    journal = OrderJournalFile(path)
+    journal.append([order_row(make_order("c-1"))])
+    journal.close()
+    with path.open("ab") as f:
+        f.write(b"\x00\x00\x01\x00partial")  # a frame announcing 256 bytes, cut short
+    assert read_rows(path) == [order_row(make_order("c-1"))]
+
+
+async def test_a_journal_write_that_fails_raises_and_queues_nothing(
+    make_recorder: Callable[..., Recorder], db: Database, db_path: Path
+) -> None:
+    journal_path(db_path).mkdir()  # the file cannot be opened
+    recorder = make_recorder(db, EventBus())
+    with pytest.raises(OSError):
+        await recorder.write_order(make_order())
     assert recorder.pending_rows == 0
 
 
@@ -252,6 +302,7 @@ async def test_write_order_runs_safely_beside_a_batch_flush(
         bus.publish(quote(i))
     orders = [make_order(f"c-{i}") for i in range(5)]
     await asyncio.gather(recorder.flush(), *(recorder.write_order(o) for o in orders))
+    await recorder.flush()
     assert (peek("quotes"), peek("orders")) == (5000, 5)
     assert recorder.rows_written == 5005
 
@@ -376,15 +427,19 @@ async def test_failed_flush_keeps_rows_for_retry(
     try:
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             await recorder.flush()
+        # the journal does not need the database: the order is on record in the file
+        await recorder.write_order(make_order())
         with pytest.raises(sqlite3.OperationalError, match="locked"):
-            await recorder.write_order(make_order())  # the journal must not pretend
-        assert recorder.pending_rows == 4
-        assert recorder.write_errors == 1
+            await recorder.flush()
+        assert recorder.pending_rows == 5
+        assert recorder.write_errors == 2
+        assert len(read_rows(journal_path(db_path))) == 1  # kept until it is in the database
     finally:
         blocker.rollback()
         blocker.close()
-    assert await recorder.flush() == 4
-    assert (peek("quotes"), peek("fills"), peek("orders")) == (3, 1, 0)
+    assert await recorder.flush() == 5
+    assert (peek("quotes"), peek("fills"), peek("orders")) == (3, 1, 1)
+    assert journal_path(db_path).stat().st_size == 0
 
 
 async def test_run_logs_write_errors_and_retries(
@@ -428,7 +483,7 @@ async def test_pending_market_data_is_shed_beyond_the_cap_but_orders_never(
     assert await db.order("c-1") is not None
 
 
-async def test_a_quote_backlog_is_written_in_chunks_and_the_journal_cuts_in(
+async def test_a_quote_backlog_is_written_in_chunks(
     make_recorder: Callable[..., Recorder], db: Database, peek: Callable[[str], int]
 ) -> None:
     from storage.recorder import QUOTE_CHUNK
@@ -438,13 +493,7 @@ async def test_a_quote_backlog_is_written_in_chunks_and_the_journal_cuts_in(
     total = 3 * QUOTE_CHUNK + 7
     for i in range(total):
         bus.publish(quote(i))
-    flushing = asyncio.create_task(recorder.flush())
-    await asyncio.sleep(0)  # the flush holds the lock for its first chunk
-    await recorder.write_orders([make_order("c-urgent")])
-    # the order did not wait for the whole backlog: quotes are still being written
-    assert peek("orders") == 1
-    assert peek("quotes") < total
-    assert await flushing == total
+    assert await recorder.flush() == total
     assert peek("quotes") == total
     assert recorder.flushes == 4
     await recorder.stop()

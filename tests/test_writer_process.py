@@ -17,7 +17,6 @@ from loguru import logger
 
 from core.model import Order, OrderType, Side
 from storage.database import Database
-from storage.recorder import _without_prefix
 from storage.rows import order_row
 from storage.writer import WriterProcess, WriterProcessError
 from storage.writer_process import FrameReader, encode
@@ -56,25 +55,31 @@ async def writer(db_path: Path) -> AsyncIterator[WriterProcess]:
     await writer.close()
 
 
-async def test_batches_and_journal_are_committed_when_the_call_returns(
+async def test_batches_are_committed_when_the_call_returns(
     writer: WriterProcess, db_path: Path
 ) -> None:
     assert await writer.write_batch({"quotes": quote_rows(250)}) == 250
-    assert await writer.insert_new_orders([order("c-1"), order("c-2")]) == 2
+    assert await writer.write_batch({"orders": [order("c-1"), order("c-2")]}) == 2
     assert (count(db_path, "quotes"), count(db_path, "orders")) == (250, 2)
 
 
-async def test_a_reused_client_order_id_raises_integrity_error_and_overwrites_nothing(
-    writer: WriterProcess, db_path: Path
+async def test_a_batch_sqlite_fails_raises_its_error_and_writes_none_of_it(
+    db_path: Path,
 ) -> None:
-    await writer.insert_new_orders([order("c-1")])
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE orders SET status = 'Filled' WHERE client_order_id = 'c-1'")
-    with pytest.raises(sqlite3.IntegrityError):
-        await writer.insert_new_orders([order("c-2"), order("c-1")])
-    with sqlite3.connect(db_path) as conn:
-        rows = conn.execute("SELECT client_order_id, status FROM orders").fetchall()
-    assert rows == [("c-1", "Filled")]  # c-2 rolled back with it: one transaction
+    writer = WriterProcess(db_path, busy_timeout_ms=50)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the timeout
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await writer.write_batch({"quotes": quote_rows(10), "orders": [order("c-1")]})
+        blocker.rollback()
+        assert (count(db_path, "quotes"), count(db_path, "orders")) == (0, 0)
+        # the same child takes the retry
+        assert await writer.write_batch({"quotes": quote_rows(10)}) == 10
+        assert writer.starts == 1
+    finally:
+        blocker.close()
+        await writer.close()
 
 
 async def test_a_write_that_finds_the_child_dead_is_sent_to_a_new_one(
@@ -84,7 +89,7 @@ async def test_a_write_that_finds_the_child_dead_is_sent_to_a_new_one(
     assert writer._process is not None
     os.kill(writer._process.pid, signal.SIGKILL)
     await asyncio.sleep(0.2)  # dead, whether or not the reader has noticed yet
-    assert await writer.insert_new_orders([order("c-1")]) == 1
+    assert await writer.write_batch({"orders": [order("c-1")]}) == 1
     assert writer.starts == 2
     assert (count(db_path, "quotes"), count(db_path, "orders")) == (10, 1)
 
@@ -108,7 +113,7 @@ async def test_a_killed_child_fails_the_write_in_flight_and_is_started_again(
         blocker.rollback()
         blocker.close()
         # the next write starts a new child
-        assert await writer.insert_new_orders([order("c-1")]) == 1
+        assert await writer.write_batch({"orders": [order("c-1")]}) == 1
     finally:
         logger.remove(sink)
     assert writer.starts == 2
@@ -139,39 +144,18 @@ def test_when_the_console_dies_the_child_writes_what_it_received_and_exits(
     )
     assert child.stdin is not None
     for i in range(5):
-        child.stdin.write(encode((i + 1, "batch", {"quotes": quote_rows(2_000, i * 2_000)})))
-    child.stdin.write(encode((6, "orders", [order("c-1")])))
+        child.stdin.write(encode((i + 1, {"quotes": quote_rows(2_000, i * 2_000)})))
+    child.stdin.write(encode((6, {"orders": [order("c-1")]})))
     child.stdin.close()
     assert child.wait(timeout=30) == 0
     assert (count(db_path, "quotes"), count(db_path, "orders")) == (10_000, 1)
 
 
-async def test_a_journal_write_is_not_held_up_by_a_large_batch(
-    writer: WriterProcess, db_path: Path
-) -> None:
-    batch = asyncio.ensure_future(writer.write_batch({"quotes": quote_rows(200_000)}))
-    await asyncio.sleep(0.05)  # the child is inside the batch
-    await writer.insert_new_orders([order("c-urgent")])
-    # the order is durable while the batch is still being written
-    assert not batch.done()
-    assert count(db_path, "orders") == 1
-    assert await batch == 200_000
-    assert count(db_path, "quotes") == 200_000
-
-
 def test_frames_survive_arbitrary_splits() -> None:
-    messages = [(1, "batch", {"quotes": quote_rows(3)}), (2, "orders", [order("c-1")]), (3, 0)]
+    messages = [(1, {"quotes": quote_rows(3)}), (2, {"orders": [order("c-1")]}), (3, 0)]
     stream = b"".join(encode(m) for m in messages)
     reader = FrameReader()
     received: list[object] = []
     for i in range(len(stream)):
         received += reader.feed(stream[i : i + 1])
     assert received == messages
-
-
-def test_a_partly_committed_batch_is_retried_without_its_committed_prefix() -> None:
-    batch = {"quotes": [(1,), (2,), (3,)], "bars": [], "orders": [("a",), ("b",)]}
-    assert _without_prefix(batch, 0)["quotes"] == [(1,), (2,), (3,)]
-    rest = _without_prefix(batch, 4)  # three quotes, then the first order (write order)
-    assert rest["quotes"] == [] and rest["orders"] == [("b",)]
-    assert all(rows == [] for rows in _without_prefix(batch, 5).values())
