@@ -43,6 +43,9 @@ class BarBuilder:
         self._interval = timedelta(seconds=interval_seconds)
         self._on_bar = on_bar
         self._open: dict[str, _OpenBar] = {}
+        # No open bar ends before this (None: none is open). The timer asks every 250 ms
+        # and the answer is almost always "not yet": one comparison instead of a loop.
+        self._earliest_end: datetime | None = None
 
     def _bucket_start(self, ts: datetime) -> datetime:
         return ts - (ts - _EPOCH) % self._interval
@@ -65,15 +68,22 @@ class BarBuilder:
         price = quote.mid
         if current is not None:  # a quote of another interval closes the open bar
             self._emit(quote.symbol, current)
-        self._open[quote.symbol] = _OpenBar(
-            start, start + self._interval, price, price, price, price, 1
-        )
+        end = start + self._interval
+        self._open[quote.symbol] = _OpenBar(start, end, price, price, price, price, 1)
+        earliest = self._earliest_end
+        if earliest is None or end < earliest:
+            self._earliest_end = end
 
     def close_due(self, now: datetime) -> None:
         """Close every open bar whose interval has ended by ``now``."""
+        earliest = self._earliest_end
+        if earliest is None or now < earliest:
+            return
         for symbol, bar in list(self._open.items()):
             if bar.end <= now:
                 self._emit(symbol, bar)
+        # A bar a quote closed may have been the earliest: recompute from what is open.
+        self._earliest_end = min((bar.end for bar in self._open.values()), default=None)
 
     def _emit(self, symbol: str, bar: _OpenBar) -> None:
         del self._open[symbol]

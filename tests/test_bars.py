@@ -37,3 +37,22 @@ def test_intervals_without_quotes_make_no_bar() -> None:
     builder.on_quote(quote(1, 10.0))
     builder.on_quote(quote(45, 11.0))
     assert [b.start for b in bars] == [T0]
+
+
+def test_the_timer_closes_each_quiet_bar_at_its_own_end() -> None:
+    # AAPL's bar is closed by its own next quote, MSFT's only by the clock: the timer's
+    # shortcut (no open bar ends before ...) must not skip either.
+    bars: list[Bar] = []
+    builder = BarBuilder(10, bars.append)
+    builder.on_quote(quote(1, 10.0))
+    builder.on_quote(Quote("MSFT", T0 + timedelta(seconds=2), 50.0, 50.02))
+    builder.on_quote(quote(12, 11.0))  # closes AAPL's first bar, opens one ending at 20 s
+    assert [(b.symbol, b.start) for b in bars] == [("AAPL", T0)]
+    builder.close_due(T0 + timedelta(seconds=10))
+    assert [(b.symbol, b.start) for b in bars] == [("AAPL", T0), ("MSFT", T0)]
+    builder.close_due(T0 + timedelta(seconds=19.99))
+    assert len(bars) == 2
+    builder.close_due(T0 + timedelta(seconds=20))
+    assert [(b.symbol, b.start) for b in bars][-1] == ("AAPL", T0 + timedelta(seconds=10))
+    builder.close_due(T0 + timedelta(seconds=100))  # nothing open: nothing to close
+    assert len(bars) == 3

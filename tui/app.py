@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import tzinfo
@@ -30,6 +29,7 @@ from textual.widgets import Footer, Label
 from core.model import Alert, AlertSeverity, TradingState
 from core.snapshot import SystemSnapshot
 from core.system import TradingSystem
+from tui.runtime import freeze_startup_heap
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.widgets.alerts import AlertsPane
@@ -489,22 +489,6 @@ class TradingConsoleApp(App[None]):
         text = f"Trading core crashed: {error!r}. Working orders are being cancelled; see the log."
         self.notify(text, title="CRASH", severity="error", timeout=30)
         self._stop_and_exit(f"crash: {error!r}", EXIT_CRASH, text)
-
-
-def freeze_startup_heap() -> None:
-    """Move everything alive after start-up out of the garbage collector's sight.
-
-    The imports (pandas, exchange-calendars, pyarrow, Textual, ib_async) leave a
-    few hundred thousand long-lived objects. Every full (generation 2) collection
-    walks all of them: 80-110 ms measured here, a pause that stops quotes,
-    orders and the UI alike, and the main cause of event-loop lag p99 above
-    target (tui/bench_ui.py). Frozen objects are never scanned again; later
-    collections only walk what the session itself allocates. One collection
-    first, so start-up garbage is freed rather than frozen; it runs once, after
-    the first frame, before the operator can act.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def exchange_timezone(system: TradingSystem) -> tzinfo:

@@ -22,7 +22,6 @@ Figures:
 from __future__ import annotations
 
 import asyncio
-import gc
 import math
 import resource
 import sqlite3
@@ -49,6 +48,7 @@ from core.system import TradingSystem
 from storage.database import Database
 from storage.recorder import Recorder
 from storage.writer import WriterProcess
+from tui.runtime import freeze_startup_heap
 
 BAR_STRATEGY = "core.strategy.ma_cross:MovingAverageCross"
 ORDER_HEAVY_STRATEGY = "core.strategy.every_quote:EveryQuote"
@@ -203,7 +203,7 @@ async def _bench_in(data_dir: Path, quotes: int, symbols: int, order_heavy: bool
     recorder_task = asyncio.create_task(recorder.run())
     try:
         await system.start(drive_broker=False)
-        gc.collect()
+        freeze_startup_heap()  # as the console does once trading has started
         wall = time.perf_counter()
         # Exactly ``quotes`` slots are due by the end: slot j is at (j + 1) / rate
         # (rounded up to the clock's microsecond, never to the next slot).

@@ -258,7 +258,7 @@ def cmd_history(settings: Settings, symbol: str, days: int, bar: str, out: Path 
 
 async def run_headless(settings: Settings) -> int:
     """Trade until SIGINT/SIGTERM; then stop the strategy, cancel working orders, flush."""
-    from tui.runtime import build_runtime
+    from tui.runtime import build_runtime, freeze_startup_heap
 
     runtime = await build_runtime(settings)
     system = runtime.system
@@ -271,6 +271,7 @@ async def run_headless(settings: Settings) -> int:
     try:
         await system.start()
         system.start_timer()
+        freeze_startup_heap()
         logger.info("headless trading started; Ctrl+C or SIGTERM stops gracefully")
         stop_wait = asyncio.create_task(stop_requested.wait())
         crash_wait = asyncio.create_task(system.stopped.wait())
