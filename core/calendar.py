@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 import exchange_calendars as xcals
+import numpy as np
 import pandas as pd
 
 
@@ -37,13 +38,18 @@ class TradingCalendar:
         self._cal = _calendar(code)
         self.code = code
         self._offset = reset_offset
-        # The current day and its bounds, so the 4 Hz timer does not query pandas each time.
+        # Session opens as UTC nanoseconds, ascending: the trading day is found by a binary
+        # search here. exchange-calendars' minute_to_session builds every trading minute
+        # of the calendar's 20 years first, ~60 MB held for the life of the process.
+        self._opens_ns = self._cal.opens_nanos
+        # The current day and its bounds, so the 4 Hz timer does not search each time.
         self._day: date | None = None
         self._start: datetime | None = None
         self._next_start: datetime | None = None
 
     def trading_day(self, ts: datetime) -> date:
-        """The session a moment belongs to (cached until the next session starts)."""
+        """The session a moment belongs to: the last one whose open, less the reset
+        offset, is at or before ``ts`` (cached until the next session starts)."""
         day, start, next_start = self._day, self._start, self._next_start
         if (
             day is not None
@@ -52,15 +58,14 @@ class TradingCalendar:
             and (start <= ts < next_start)
         ):
             return day
-        minute = pd.Timestamp(ts + self._offset).tz_convert(UTC)
-        try:
-            session = self._cal.minute_to_session(minute, direction="previous")
-            following = self._cal.next_session(session)
-        except (ValueError, xcals.errors.MinuteOutOfBounds) as exc:
-            raise CalendarError(f"{ts.isoformat()} is outside the {self.code} calendar") from exc
-        self._day = session.date()
-        self._start = self._day_start(self._day)
-        self._next_start = self._open(following) - self._offset
+        minute_ns = pd.Timestamp(ts + self._offset).tz_convert(UTC).value
+        index = int(np.searchsorted(self._opens_ns, minute_ns, side="right")) - 1
+        if index < 0 or index + 1 >= len(self._opens_ns):
+            # Before the first session, or in the last one: its end is not known.
+            raise CalendarError(f"{ts.isoformat()} is outside the {self.code} calendar")
+        self._day = self._cal.sessions[index].date()
+        self._start = _utc(self._opens_ns[index]) - self._offset
+        self._next_start = _utc(self._opens_ns[index + 1]) - self._offset
         return self._day
 
     def day_start(self, day: date) -> datetime:
@@ -75,3 +80,7 @@ class TradingCalendar:
 
     def is_open(self, ts: datetime) -> bool:
         return bool(self._cal.is_open_on_minute(pd.Timestamp(ts).tz_convert(UTC)))
+
+
+def _utc(nanoseconds: int) -> datetime:
+    return pd.Timestamp(int(nanoseconds), tz=UTC).to_pydatetime()

@@ -29,7 +29,7 @@ from textual.widgets import Footer, Label
 from core.model import Alert, AlertSeverity, TradingState
 from core.snapshot import SystemSnapshot
 from core.system import TradingSystem
-from tui.runtime import freeze_startup_heap
+from tui.heap import freeze_startup_heap
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.widgets.alerts import AlertsPane

@@ -48,7 +48,7 @@ from core.system import TradingSystem
 from storage.database import Database
 from storage.recorder import Recorder
 from storage.writer import WriterProcess
-from tui.runtime import freeze_startup_heap
+from tui.heap import freeze_startup_heap
 
 BAR_STRATEGY = "core.strategy.ma_cross:MovingAverageCross"
 ORDER_HEAVY_STRATEGY = "core.strategy.every_quote:EveryQuote"
@@ -139,7 +139,8 @@ class _TimedListener:
 
 def _percentiles_us(samples: array[int], *qs: float) -> list[float]:
     values = np.frombuffer(samples, dtype=np.int64)
-    return [float(np.percentile(values, q * 100.0)) / 1000.0 for q in qs]
+    # One call for all: each call partitions its own copy of the samples.
+    return [float(v) / 1000.0 for v in np.percentile(values, [q * 100.0 for q in qs])]
 
 
 def peak_rss_mb() -> float:

@@ -258,7 +258,8 @@ def cmd_history(settings: Settings, symbol: str, days: int, bar: str, out: Path 
 
 async def run_headless(settings: Settings) -> int:
     """Trade until SIGINT/SIGTERM; then stop the strategy, cancel working orders, flush."""
-    from tui.runtime import build_runtime, freeze_startup_heap
+    from tui.heap import freeze_startup_heap
+    from tui.runtime import build_runtime
 
     runtime = await build_runtime(settings)
     system = runtime.system
