@@ -38,9 +38,10 @@ class TradingCalendar:
         self._cal = _calendar(code)
         self.code = code
         self._offset = reset_offset
-        # Session opens as UTC nanoseconds, ascending: the trading day is found by a binary
-        # search here. exchange-calendars' minute_to_session builds every trading minute
-        # of the calendar's 20 years first, ~60 MB held for the life of the process.
+        # Session opens as UTC nanoseconds, ascending: the trading day (and whether the
+        # market is open) is found by a binary search here. exchange-calendars'
+        # minute_to_session and is_open_on_minute build every trading minute of the
+        # calendar's 20 years first, ~60 MB held for the life of the process.
         self._opens_ns = self._cal.opens_nanos
         # The current day and its bounds, so the 4 Hz timer does not search each time.
         self._day: date | None = None
@@ -79,7 +80,22 @@ class TradingCalendar:
         return self._cal.session_open(session).to_pydatetime()
 
     def is_open(self, ts: datetime) -> bool:
-        return bool(self._cal.is_open_on_minute(pd.Timestamp(ts).tz_convert(UTC)))
+        """Whether ``ts`` falls in regular trading hours: from a session's open to its
+        close, less a lunch break where the exchange has one (as is_open_on_minute
+        answers, without building every trading minute). Raises CalendarError outside
+        the calendar's range."""
+        cal = self._cal
+        minute_ns = pd.Timestamp(ts).tz_convert(UTC).value
+        if not cal.opens_nanos[0] <= minute_ns < cal.closes_nanos[-1]:
+            raise CalendarError(f"{ts.isoformat()} is outside the {self.code} calendar")
+        index = int(np.searchsorted(cal.opens_nanos, minute_ns, side="right")) - 1
+        if index < 0 or minute_ns >= cal.closes_nanos[index]:
+            return False
+        break_start, break_end = cal.break_starts_nanos[index], cal.break_ends_nanos[index]
+        return not (break_start != _NAT and break_start <= minute_ns < break_end)
+
+
+_NAT = pd.NaT.value  # a session without a break has NaT as its break start and end
 
 
 def _utc(nanoseconds: int) -> datetime:

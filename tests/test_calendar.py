@@ -62,3 +62,23 @@ def test_the_day_is_cached_until_the_next_session_starts() -> None:
     assert calendar.trading_day(datetime(2026, 1, 19, 20, 0, tzinfo=UTC)) == date(2026, 1, 16)
     assert calendar.trading_day(datetime(2026, 1, 20, 14, 30, tzinfo=UTC)) == date(2026, 1, 20)
     assert calendar.day_start(date(2026, 1, 20)) == datetime(2026, 1, 20, 14, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("code", ["XNYS", "XHKG"])  # XHKG has a lunch break
+def test_is_open_agrees_with_exchange_calendars(code: str) -> None:
+    cal = _calendar(code)
+    calendar = TradingCalendar(code)
+    rng = random.Random(11)
+    first = cal.opens.iloc[0].to_pydatetime()
+    last = cal.closes.iloc[-1].to_pydatetime()
+    minutes = int((last - first).total_seconds()) // 60
+    moments = [first + timedelta(minutes=rng.randrange(minutes)) for _ in range(500)]
+    for i in range(2, 30):
+        for column in (cal.opens, cal.closes, cal.break_starts, cal.break_ends):
+            edge = column.iloc[-i]
+            if not pd.isna(edge):
+                moments += [(edge + pd.Timedelta(minutes=d)).to_pydatetime() for d in (-1, 0, 1)]
+    for ts in moments:
+        assert calendar.is_open(ts) == bool(cal.is_open_on_minute(pd.Timestamp(ts))), ts
+    with pytest.raises(CalendarError):
+        calendar.is_open(last + timedelta(days=1))

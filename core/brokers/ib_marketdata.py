@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from core.brokers.base import BrokerListener
+from core.calendar import TradingCalendar
 from core.clock import Clock
 from core.model import Quote, QuoteSource
 
@@ -47,28 +47,22 @@ class AlwaysOpen:
         return True
 
 
-@functools.lru_cache(maxsize=4)
-def _calendar(name: str) -> Any:
-    # Imported and built lazily: building a calendar takes ~0.5 s, cached per process.
-    import exchange_calendars
-
-    return exchange_calendars.get_calendar(name)
-
-
 class CalendarHours:
     """Regular trading hours from exchange-calendars (XNYS by default)."""
 
     def __init__(self, calendar_name: str) -> None:
         self._name = calendar_name
+        self._calendar: TradingCalendar | None = None
 
     def is_open(self, ts: datetime) -> bool:
-        import pandas as pd
-
         try:
+            if self._calendar is None:
+                # Built on first use: building a calendar takes ~0.5 s, cached per process.
+                self._calendar = TradingCalendar(self._name)
             with warnings.catch_warnings():
                 # exchange-calendars trips pandas' deprecation notices; not ours to act on.
                 warnings.simplefilter("ignore")
-                return bool(_calendar(self._name).is_open_on_minute(pd.Timestamp(ts)))
+                return self._calendar.is_open(ts)
         except Exception:
             # Outside the calendar's range (or a bad name): assume open. Polling a
             # closed market costs a few requests; missing a stalled feed costs money.
