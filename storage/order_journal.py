@@ -17,6 +17,10 @@ has is the same order in a later state) and empties the file. It is emptied as w
 whenever a batch commits with nothing appended since that batch was taken, and at a
 clean stop.
 
+The console holds an exclusive lock on the file while it runs: a second console started on
+the same database stops with ``JournalInUse`` before it trades (its start-up fold would
+otherwise empty the first one's journal, and two consoles would trade one account's books).
+
 Format: frames of a 4-byte big-endian length and a ``marshal`` payload (a list of
 ``order_row`` tuples), the writer process's framing. A torn last frame (killed in
 the middle of a write, or a full disk) is ignored: that write raised, so its
@@ -25,6 +29,7 @@ orders were never sent.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +40,10 @@ from storage.schema import Row
 from storage.writer_process import FrameReader, encode
 
 SUFFIX = "-orders"
+
+
+class JournalInUse(RuntimeError):
+    """Another process (a second console on the same database) holds the order journal."""
 
 
 def journal_path(database_path: Path) -> Path:
@@ -60,7 +69,7 @@ def read_rows(path: Path) -> list[Row]:
 
 
 class OrderJournalFile:
-    """Appends order rows to ``path``; opened on the first append."""
+    """Appends order rows to ``path``; opened (and locked) by ``open`` or the first append."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -93,9 +102,25 @@ class OrderJournalFile:
         if fd is not None:
             os.close(fd)
 
+    def open(self) -> None:
+        """Open the file and take its lock; raises JournalInUse when another holds it."""
+        self._open()
+
     def _open(self) -> int:
         if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             # O_APPEND: every write lands at the end, whatever truncated the file last.
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self.size = os.fstat(self._fd).st_size
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                # Released by the kernel when the process dies, however it dies.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise JournalInUse(
+                    f"another trading console is using this database: its order journal "
+                    f"{self.path} is locked. Stop that console first, or start this one "
+                    "with another DATA_DIR"
+                ) from None
+            self._fd = fd
+            self.size = os.fstat(fd).st_size
         return self._fd

@@ -107,6 +107,7 @@ class Recorder:
         record_quotes: bool = True,
         max_pending_rows: int = 200_000,
         writer: WriterProcess | None = None,
+        order_journal: OrderJournalFile | None = None,
     ) -> None:
         if flush_rows < 1 or flush_ms <= 0 or max_pending_rows < 1:
             raise ValueError("flush_rows, flush_ms and max_pending_rows must be positive")
@@ -114,7 +115,9 @@ class Recorder:
         # With a writer process, batches are written on another core; alerts (whose
         # row ids are needed back) still go through ``db``.
         self._writer = writer
-        self._order_journal = OrderJournalFile(journal_path(Path(db.path)))
+        # The order journal file beside the database (``order_journal``: one the caller
+        # opened already, to hold its lock from the start).
+        self._order_journal = order_journal or OrderJournalFile(journal_path(Path(db.path)))
         # What the journal file may be emptied after (see ``_batch_committed``).
         self._batches_in_flight = 0
         self._restores = 0
@@ -296,6 +299,7 @@ class Recorder:
         """Insert the journal file's orders the ``orders`` table lacks; returns how many.
 
         A row the table has is the same order in a later state, and stays."""
+        self._order_journal.open()  # the lock first: nobody else appends meanwhile
         rows = read_rows(self._order_journal.path)
         added = 0
         if rows:

@@ -92,3 +92,39 @@ def test_bad_strategy_path_exits_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "STRATEGY" in proc.stderr and "no_such_module" in proc.stderr
+
+
+def test_a_second_console_on_the_same_data_dir_exits_2_and_the_first_trades_on(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "data" / "trading.db"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "--headless"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        count = "SELECT COUNT(*) FROM quotes"
+        assert _wait_for(lambda: bool(_query(db, count)) and _query(db, count)[0][0] > 20)
+        second = subprocess.run(
+            [sys.executable, "-m", "tui.cli", "--headless"],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert "another trading console is using this database" in second.stderr
+        assert first.poll() is None
+        before = _query(db, count)[0][0]
+        assert _wait_for(lambda: _query(db, count)[0][0] > before)  # still recording
+        first.send_signal(signal.SIGINT)
+        _out, err = first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err

@@ -47,7 +47,7 @@ from core.model import (
     TradingState,
 )
 from storage.database import Database
-from storage.order_journal import OrderJournalFile, journal_path, read_rows
+from storage.order_journal import JournalInUse, OrderJournalFile, journal_path, read_rows
 from storage.recorder import Recorder
 from storage.rows import order_row
 from storage.writer import WriterProcess
@@ -248,6 +248,7 @@ async def test_orders_journaled_by_a_process_that_died_are_folded_in_on_the_next
     later.transition(OrderStatus.SUBMITTED, T0 + timedelta(seconds=1))
     async with db.transaction():
         await db.write_rows_in_transaction("orders", [order_row(later)])
+    first._order_journal.close()  # what the kernel does for a process that died
     second = Recorder(db, EventBus())
     state = await second.load_recovery(T0 - timedelta(hours=1))
     assert await db.order("c-lost") == lost
@@ -256,6 +257,22 @@ async def test_orders_journaled_by_a_process_that_died_are_folded_in_on_the_next
     assert {o.client_order_id for o in state.orders} == {"c-lost", "c-later"}
     assert journal_path(db_path).stat().st_size == 0
     assert await second.fold_order_journal() == 0  # nothing twice
+
+
+async def test_a_second_console_on_the_same_database_is_refused_before_it_trades(
+    db: Database, db_path: Path
+) -> None:
+    running = Recorder(db, EventBus())
+    await running.write_order(make_order("c-working"))
+    second = OrderJournalFile(journal_path(db_path))
+    with pytest.raises(JournalInUse, match="another trading console is using this database"):
+        second.open()
+    with pytest.raises(JournalInUse):
+        await Recorder(db, EventBus()).load_recovery(T0)  # its start-up fold empties nothing
+    assert len(read_rows(journal_path(db_path))) == 1
+    await running.stop()  # writes the order, empties the file and releases the lock
+    second.open()
+    second.close()
 
 
 def test_a_torn_last_journal_write_is_ignored(tmp_path: Path) -> None:

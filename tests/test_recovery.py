@@ -32,6 +32,11 @@ class Session:
         await self.recorder.stop()
         self.rig.venue.close()
 
+    def die(self) -> None:
+        """What the kernel does for a killed process: its files close, its locks go."""
+        self.recorder._order_journal.close()
+        self.rig.venue.close()
+
 
 async def open_session(s: Settings, db: Database, start: datetime | None = None) -> Session:
     bus = EventBus()
@@ -120,7 +125,7 @@ async def test_positions_and_working_orders_come_back_and_are_adopted_not_resent
     assert resting.status is OrderStatus.SUBMITTED
     # the process dies: no graceful stop (nothing cancelled), the last batch is flushed
     await first.recorder.flush()
-    first.rig.venue.close()
+    first.die()
 
     second = await open_session(s, db, start=first.rig.clock.now())
     system = second.rig.system
@@ -143,14 +148,15 @@ async def test_fills_the_journal_missed_are_applied_once_and_unsent_orders_marke
     first.rig.system.execution.on_target(TargetPosition("AAPL", 50, "entry"))
     await run(first, 1)
     assert first.rig.venue.positions() == {"AAPL": 50}
-    # killed before the recorder's batch with the fill was written
-    first.rig.venue.close()
-    assert await db.fill_count() == 0
-    # ... and an order that was journaled but never reached the broker
+    # an order journaled that never reached the broker ...
     from core.model import Order
 
     lost = Order("TC-lost-0001", "MSFT", Side.BUY, 3, OrderType.MARKET, first.rig.clock.now())
     await first.recorder.write_orders([lost])
+    # ... then killed before the recorder's batch with the fill (or the order) was written
+    first.die()
+    assert await db.fill_count() == 0
+    assert await db.order("TC-lost-0001") is None  # only the journal file has it
 
     second = await open_session(s, db, start=first.rig.clock.now())
     system = second.rig.system

@@ -20,6 +20,7 @@ from core.brokers.factory import BrokerUnavailable
 from core.config import ConfigError, Settings, load_settings
 from core.model import TradingMode
 from core.strategy.loader import StrategyLoadError
+from storage.order_journal import JournalInUse
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
 
@@ -355,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.headless:
             return asyncio.run(run_headless(settings))
         return asyncio.run(run_tui(settings))
-    except (StrategyLoadError, BrokerUnavailable, BrokerConnectError) as exc:
+    except (StrategyLoadError, BrokerUnavailable, BrokerConnectError, JournalInUse) as exc:
         print(f"trading-console: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 

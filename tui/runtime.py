@@ -18,6 +18,7 @@ from core.config import Settings
 from core.strategy.loader import load_strategy_class
 from core.system import TradingSystem
 from storage.database import Database
+from storage.order_journal import OrderJournalFile, journal_path
 from storage.recorder import Recorder
 from storage.writer import WriterProcess
 from tui.logs import install_redaction
@@ -84,14 +85,29 @@ async def build_runtime(
     """Open the database, build the broker and the system, start the monitoring
     (alert delivery, heartbeat, health checks, crash report). Trading is not started."""
     clock = clock or LiveClock()
-    broker = build_broker(settings, clock)
     load_strategy_class(settings.strategy)  # a bad STRATEGY fails before any file is created
-    database = await Database.open(settings.database_path)
+    # A second console on this database stops here, before it reads or writes any of the
+    # first one's files (building the sim venue reads its state file and repairs a torn
+    # last line).
+    order_journal = OrderJournalFile(journal_path(settings.database_path))
+    order_journal.open()
+    try:
+        broker = build_broker(settings, clock)
+        database = await Database.open(settings.database_path)
+    except BaseException:
+        order_journal.close()
+        raise
     try:
         bus = EventBus()
         # Rows are written by a child process on the other core (storage.writer_process).
         writer = WriterProcess(settings.database_path)
-        recorder = Recorder(database, bus, record_quotes=settings.record_quotes, writer=writer)
+        recorder = Recorder(
+            database,
+            bus,
+            record_quotes=settings.record_quotes,
+            writer=writer,
+            order_journal=order_journal,
+        )
         system = TradingSystem(settings, broker, clock, journal=recorder, bus=bus)
         monitoring = MonitoringService(
             system, settings, channels=channels, heartbeat_store=database, retry=alert_retry
@@ -101,5 +117,6 @@ async def build_runtime(
         monitoring.start()
     except BaseException:
         await database.close()  # its worker thread would keep the process alive
+        order_journal.close()
         raise
     return Runtime(system, database, recorder, monitoring)
