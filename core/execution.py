@@ -190,7 +190,7 @@ class ExecutionEngine:
 
     # ------------------------------------------------------------- sending
     async def run(self) -> None:
-        """Sender task: journal queued orders durably (one transaction), then send them."""
+        """Sender task: journal queued orders (one journal write for all), then send them."""
         while True:
             batch = [await self._send_queue.get()]
             while not self._send_queue.empty():

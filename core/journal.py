@@ -17,7 +17,10 @@ from core.recovery import RecoveredState
 
 class Journal(Protocol):
     async def write_orders(self, orders: Sequence[Order]) -> None:
-        """Durably record new orders *before* they are sent (all or none; raises on failure)."""
+        """Put new orders on record *before* they are sent (all or none; raises on failure).
+
+        On record means it survives the process being killed, as a database commit does
+        (storage.order_journal explains why that, and not a sync to disk, is the bar)."""
         ...
 
     async def load_recovery(self, day_start: datetime) -> RecoveredState:

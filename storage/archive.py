@@ -54,8 +54,8 @@ from storage.schema import DAY_COLUMNS, Row, check_table
 
 _TS = pa.timestamp("us", tz="UTC")
 _IMPORT_BATCH_ROWS = 50_000
-# Rows deleted per transaction when pruning: a running console's recorder and order
-# journal share the file, and must never wait long for the write lock.
+# Rows deleted per transaction when pruning: a running console's recorder writes to the
+# same file, and must never wait long for the write lock.
 _PRUNE_CHUNK_ROWS = 20_000
 _BUSY_TIMEOUT_S = 10.0
 

@@ -12,10 +12,11 @@ which does not sync a commit to disk either. Both survive the process being kill
 
 The rows are also handed to the recorder's next batch, so the ``orders`` table
 holds them within one flush. The file only matters when the process dies before
-that: on the next start ``fold_into`` inserts every row the table lacks (a row it
-has is the same order in a later state) and empties the file. It is emptied as well
-whenever a batch commits with nothing appended since that batch was taken, and at a
-clean stop.
+that: on the next start the recorder inserts every row the table lacks (a row it has
+is the same order in a later state) and empties the file. Once that is done, it is
+emptied as well whenever a batch commits with nothing appended since that batch was
+taken, and at a clean stop. A file that does not decode (a power cut can leave a
+zero-filled tail) is copied aside before it is emptied, with an error in the log.
 
 The console holds an exclusive lock on the file while it runs: a second console started on
 the same database stops with ``JournalInUse`` before it trades (its start-up fold would
@@ -53,19 +54,31 @@ def journal_path(database_path: Path) -> Path:
 
 def read_rows(path: Path) -> list[Row]:
     """Every order row in the file, in the order written; [] when there is no file."""
+    return read_journal(path)[0]
+
+
+def read_journal(path: Path) -> tuple[list[Row], bool]:
+    """The file's order rows up to the first frame that does not decode, and whether
+    every frame decoded (a torn last write is normal after a kill, and is not damage)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return []
-    frames = FrameReader()
-    rows: list[Row] = [tuple(row) for frame in frames.feed(data) for row in frame]
-    if frames.leftover:
+        return [], True
+    reader = FrameReader()
+    reader.extend(data)
+    rows: list[Row] = []
+    try:
+        for frame in reader.frames():
+            rows.extend(tuple(row) for row in frame)
+    except (ValueError, EOFError, TypeError):
+        return rows, False
+    if reader.leftover:
         logger.warning(
             "order journal {path}: ignored a torn last write ({n} bytes)",
             path=path,
-            n=frames.leftover,
+            n=reader.leftover,
         )
-    return rows
+    return rows, True
 
 
 class OrderJournalFile:
@@ -75,6 +88,9 @@ class OrderJournalFile:
         self.path = path
         self._fd: int | None = None
         self.size = 0  # bytes in the file: what a batch can compare against later
+        # Rows of an earlier run were in the file when it was opened: it is not emptied
+        # until they are in the database (``folded``).
+        self.unfolded = False
 
     def append(self, rows: Sequence[Row]) -> None:
         """Write ``rows`` in one frame; raises OSError when they are not all on record."""
@@ -91,11 +107,40 @@ class OrderJournalFile:
 
     def clear(self) -> None:
         """Empty the file: every row in it is in the database."""
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-        elif self.path.exists():
-            os.truncate(self.path, 0)
-        self.size = 0
+        self.drop_prefix(self.size)
+
+    def drop_prefix(self, size: int) -> None:
+        """Forget the first ``size`` bytes (whole frames, all in the database now).
+
+        Only while the file is open (and locked: a closed one may belong to another
+        console by now), and never before an earlier run's rows were folded in. What
+        follows them is written to a new locked file first, which then replaces this
+        one by a rename: at every moment the path names a complete, locked journal."""
+        fd = self._fd
+        if fd is None or self.unfolded or size <= 0:
+            return
+        if size >= self.size:
+            os.ftruncate(fd, 0)
+            self.size = 0
+            return
+        tail = os.pread(fd, self.size - size, size)
+        replacement = self.path.with_name(self.path.name + ".new")
+        new_fd = self._locked(replacement, os.O_TRUNC)
+        try:
+            if os.write(new_fd, tail) != len(tail):
+                raise OSError(f"order journal {replacement}: short write")
+            os.replace(replacement, self.path)
+        except BaseException:
+            os.close(new_fd)
+            raise
+        self._fd = new_fd
+        self.size = len(tail)
+        os.close(fd)
+
+    def folded(self) -> None:
+        """The rows an earlier run left are in the database now: empty the file."""
+        self.unfolded = False
+        self.clear()
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -109,18 +154,24 @@ class OrderJournalFile:
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # O_APPEND: every write lands at the end, whatever truncated the file last.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                # Released by the kernel when the process dies, however it dies.
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise JournalInUse(
-                    f"another trading console is using this database: its order journal "
-                    f"{self.path} is locked. Stop that console first, or start this one "
-                    "with another DATA_DIR"
-                ) from None
+            fd = self._locked(self.path)
             self._fd = fd
             self.size = os.fstat(fd).st_size
+            self.unfolded = self.size > 0
         return self._fd
+
+    def _locked(self, path: Path, flags: int = 0) -> int:
+        # O_APPEND: every write lands at the end, whatever truncated the file last.
+        # Read access for drop_prefix.
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | flags, 0o600)
+        try:
+            # Released by the kernel when the process dies, however it dies.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalInUse(
+                f"another trading console is using this database: its order journal "
+                f"{self.path} is locked. Stop that console first, or start this one "
+                "with another DATA_DIR"
+            ) from None
+        return fd

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -55,7 +57,7 @@ from core.events import (
 from core.model import Alert, Order, QuoteSource
 from core.recovery import RecoveredState
 from storage.database import Database
-from storage.order_journal import OrderJournalFile, journal_path, read_rows
+from storage.order_journal import OrderJournalFile, journal_path, read_journal
 from storage.recovery import load_recovery
 from storage.rows import (
     alert_row,
@@ -81,6 +83,10 @@ _REMEMBERED_ALERTS = 2_000
 _SOURCE_TEXT: dict[QuoteSource, str] = {s: str(s) for s in QuoteSource}
 
 Batch = dict[str, list[Row]]
+
+# The order journal file is rewritten without its committed part once that is this big,
+# when orders arrive too often for it ever to be found fully committed and emptied.
+JOURNAL_COMPACT_BYTES = 1 << 20
 
 # Quote rows written per transaction (see Recorder.flush).
 QUOTE_CHUNK = 2_000
@@ -299,19 +305,31 @@ class Recorder:
         """Insert the journal file's orders the ``orders`` table lacks; returns how many.
 
         A row the table has is the same order in a later state, and stays."""
-        self._order_journal.open()  # the lock first: nobody else appends meanwhile
-        rows = read_rows(self._order_journal.path)
+        journal = self._order_journal
+        journal.open()  # the lock first: nobody else appends meanwhile
+        rows, intact = read_journal(journal.path)
+        if not intact:
+            # A power cut can leave a zero-filled tail. Keep the file for a look; the
+            # broker's open orders and executions, matched by orderRef, fill the gap.
+            kept = journal.path.with_name(f"{journal.path.name}.damaged-{int(time.time())}")
+            shutil.copyfile(journal.path, kept)
+            logger.error(
+                "order journal {path} is damaged after its first {n} orders; copied to {kept}",
+                path=journal.path,
+                n=len(rows),
+                kept=kept,
+            )
         added = 0
         if rows:
             async with self._db.transaction():
                 added = await self._db.import_rows_in_transaction("orders", rows)
             logger.info(
                 "order journal {path}: {added} of {n} orders were not in the database yet",
-                path=self._order_journal.path,
+                path=journal.path,
                 added=added,
                 n=len(rows),
             )
-        self._order_journal.clear()
+        journal.folded()
         return added
 
     async def write_order(self, order: Order) -> None:
@@ -367,7 +385,8 @@ class Recorder:
         return batch, (self._order_journal.size, self._restores)
 
     def _batch_committed(self, taken: tuple[int, int]) -> None:
-        """Empty the journal file once every order row in it is in the database.
+        """Empty the journal file once every order row in it is in the database (or
+        drop the part that is, when it has grown large).
 
         Each journal write queues its rows in the same synchronous step, so a batch
         holds every row the file had when the batch was taken, except rows of earlier
@@ -376,13 +395,14 @@ class Recorder:
         self._batches_in_flight -= 1
         size, restores = taken
         journal = self._order_journal
-        if (
-            journal.size
-            and journal.size == size
-            and restores == self._restores
-            and not self._batches_in_flight
-        ):
+        if not size or restores != self._restores or self._batches_in_flight:
+            return
+        if journal.size == size:
             journal.clear()
+        elif size >= JOURNAL_COMPACT_BYTES:
+            # Orders keep coming while batches are in flight: drop what is in the
+            # database, keep the rest (written anew; a few hundred bytes).
+            journal.drop_prefix(size)
 
     def _batch_failed(self, batch: Batch) -> None:
         self._batches_in_flight -= 1

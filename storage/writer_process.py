@@ -35,6 +35,7 @@ import signal
 import sqlite3
 import struct
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from storage.schema import LIVE_WRITE_SQL, WRITE_ORDER
@@ -58,19 +59,24 @@ class FrameReader:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Any]:
+        self.extend(data)
+        return list(self.frames())
+
+    def extend(self, data: bytes) -> None:
         self._buffer += data
-        frames: list[Any] = []
+
+    def frames(self) -> Iterator[Any]:
+        """Decode the complete frames buffered so far, one at a time; a frame that does
+        not decode raises (ValueError, EOFError or TypeError) and stays buffered."""
         buffer = self._buffer
-        start = 0
-        while len(buffer) - start >= HEADER.size:
-            (size,) = HEADER.unpack_from(buffer, start)
-            end = start + HEADER.size + size
+        while len(buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, 0)
+            end = HEADER.size + size
             if len(buffer) < end:
-                break
-            frames.append(marshal.loads(bytes(buffer[start + HEADER.size : end])))
-            start = end
-        del buffer[:start]
-        return frames
+                return
+            frame = marshal.loads(bytes(buffer[HEADER.size : end]))
+            del buffer[:end]  # from the front of a bytearray: no copy
+            yield frame
 
     @property
     def leftover(self) -> int:

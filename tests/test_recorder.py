@@ -51,6 +51,7 @@ from storage.order_journal import JournalInUse, OrderJournalFile, journal_path, 
 from storage.recorder import Recorder
 from storage.rows import order_row
 from storage.writer import WriterProcess
+from storage.writer_process import encode
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
@@ -273,6 +274,67 @@ async def test_a_second_console_on_the_same_database_is_refused_before_it_trades
     await running.stop()  # writes the order, empties the file and releases the lock
     second.open()
     second.close()
+
+
+async def test_an_earlier_runs_journal_is_never_emptied_before_it_is_folded_in(
+    make_recorder: Callable[..., Recorder], db: Database, db_path: Path
+) -> None:
+    dead = OrderJournalFile(journal_path(db_path))
+    dead.append([order_row(make_order("c-dead"))])  # a console that died before its batch
+    dead.close()
+    recorder = make_recorder(db, EventBus())  # this run fails before it folds the file
+    await recorder.write_order(make_order("c-new"))
+    await recorder.flush()
+    await recorder.stop()
+    assert [row[0] for row in read_rows(journal_path(db_path))] == ["c-dead", "c-new"]
+    assert await db.order("c-dead") is None
+    # the next start folds it in
+    await Recorder(db, EventBus()).load_recovery(T0)
+    assert await db.order("c-dead") is not None
+    assert journal_path(db_path).stat().st_size == 0
+
+
+async def test_a_damaged_journal_is_folded_up_to_the_damage_and_kept_aside(
+    db: Database, db_path: Path
+) -> None:
+    path = journal_path(db_path)
+    journal = OrderJournalFile(path)
+    journal.append([order_row(make_order("c-1"))])
+    journal.close()
+    with path.open("ab") as f:
+        f.write(bytes(64))  # a zero-filled tail, as a power cut can leave
+    recorder = Recorder(db, EventBus())
+    assert await recorder.fold_order_journal() == 1
+    assert await db.order("c-1") is not None
+    [kept] = list(path.parent.glob("tc.db-orders.damaged-*"))
+    assert kept.stat().st_size == len(encode([order_row(make_order("c-1"))])) + 64
+    assert path.stat().st_size == 0
+    await recorder.stop()
+
+
+async def test_a_journal_that_is_never_found_fully_committed_sheds_its_committed_part(
+    db: Database, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage.recorder
+
+    monkeypatch.setattr(storage.recorder, "JOURNAL_COMPACT_BYTES", 1)
+    writer = WriterProcess(db_path)
+    recorder = Recorder(db, EventBus(), flush_rows=1000, flush_ms=60_000, writer=writer)
+    await recorder.write_order(make_order("c-1"))
+    flushing = asyncio.create_task(recorder._flush_chunk())  # one batch (flush() loops)
+    await asyncio.sleep(0)  # c-1's batch is taken and on its way to the writer process
+    await recorder.write_order(make_order("c-2"))  # journaled while that batch is in flight
+    await flushing
+    # c-1 is in the database and gone from the file; c-2 is only in the file, still locked
+    assert await db.order("c-1") is not None and await db.order("c-2") is None
+    assert [row[0] for row in read_rows(journal_path(db_path))] == ["c-2"]
+    with pytest.raises(JournalInUse):
+        OrderJournalFile(journal_path(db_path)).open()
+    await recorder.write_order(make_order("c-3"))  # appends go to the new file
+    assert [row[0] for row in read_rows(journal_path(db_path))] == ["c-2", "c-3"]
+    await recorder.stop()
+    assert await db.order("c-2") is not None and await db.order("c-3") is not None
+    assert journal_path(db_path).stat().st_size == 0
 
 
 def test_a_torn_last_journal_write_is_ignored(tmp_path: Path) -> None:
