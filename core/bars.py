@@ -27,14 +27,6 @@ class _OpenBar:
     close: float
     ticks: int
 
-    def add(self, price: float) -> None:
-        if price > self.high:
-            self.high = price
-        elif price < self.low:
-            self.low = price
-        self.close = price
-        self.ticks += 1
-
 
 class BarBuilder:
     def __init__(self, interval_seconds: int, on_bar: Callable[[Bar], None]) -> None:

@@ -38,11 +38,6 @@ class TradingCalendar:
         self._cal = _calendar(code)
         self.code = code
         self._offset = reset_offset
-        # Session opens as UTC nanoseconds, ascending: the trading day (and whether the
-        # market is open) is found by a binary search here. exchange-calendars'
-        # minute_to_session and is_open_on_minute build every trading minute of the
-        # calendar's 20 years first, ~60 MB held for the life of the process.
-        self._opens_ns = self._cal.opens_nanos
         # The current day and its bounds, so the 4 Hz timer does not search each time.
         self._day: date | None = None
         self._start: datetime | None = None
@@ -59,25 +54,28 @@ class TradingCalendar:
             and (start <= ts < next_start)
         ):
             return day
-        minute_ns = pd.Timestamp(ts + self._offset).tz_convert(UTC).value
-        index = int(np.searchsorted(self._opens_ns, minute_ns, side="right")) - 1
-        if index < 0 or index + 1 >= len(self._opens_ns):
+        opens = self._cal.opens_nanos
+        index = self._session_at(ts + self._offset)
+        if index < 0 or index + 1 >= len(opens):
             # Before the first session, or in the last one: its end is not known.
             raise CalendarError(f"{ts.isoformat()} is outside the {self.code} calendar")
         self._day = self._cal.sessions[index].date()
-        self._start = _utc(self._opens_ns[index]) - self._offset
-        self._next_start = _utc(self._opens_ns[index + 1]) - self._offset
+        self._start = _utc(opens[index]) - self._offset
+        self._next_start = _utc(opens[index + 1]) - self._offset
         return self._day
 
     def day_start(self, day: date) -> datetime:
         """When the trading day ``day`` began (its open minus the offset)."""
-        return self._day_start(day)
+        return self._cal.session_open(pd.Timestamp(day)).to_pydatetime() - self._offset
 
-    def _day_start(self, day: date) -> datetime:
-        return self._open(pd.Timestamp(day)) - self._offset
+    def _session_at(self, ts: datetime) -> int:
+        """Index of the last session that opened at or before ``ts`` (-1: none did).
 
-    def _open(self, session: pd.Timestamp) -> datetime:
-        return self._cal.session_open(session).to_pydatetime()
+        A binary search over the session opens: exchange-calendars' minute_to_session
+        and is_open_on_minute build every trading minute of the calendar's 20 years
+        first, ~60 MB held for the life of the process."""
+        minute_ns = pd.Timestamp(ts).tz_convert(UTC).value
+        return int(np.searchsorted(self._cal.opens_nanos, minute_ns, side="right")) - 1
 
     def is_open(self, ts: datetime) -> bool:
         """Whether ``ts`` falls in regular trading hours: from a session's open to its
@@ -88,8 +86,8 @@ class TradingCalendar:
         minute_ns = pd.Timestamp(ts).tz_convert(UTC).value
         if not cal.opens_nanos[0] <= minute_ns < cal.closes_nanos[-1]:
             raise CalendarError(f"{ts.isoformat()} is outside the {self.code} calendar")
-        index = int(np.searchsorted(cal.opens_nanos, minute_ns, side="right")) - 1
-        if index < 0 or minute_ns >= cal.closes_nanos[index]:
+        index = self._session_at(ts)
+        if minute_ns >= cal.closes_nanos[index]:
             return False
         break_start, break_end = cal.break_starts_nanos[index], cal.break_ends_nanos[index]
         return not (break_start != _NAT and break_start <= minute_ns < break_end)

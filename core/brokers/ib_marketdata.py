@@ -56,12 +56,12 @@ class CalendarHours:
 
     def is_open(self, ts: datetime) -> bool:
         try:
-            if self._calendar is None:
-                # Built on first use: building a calendar takes ~0.5 s, cached per process.
-                self._calendar = TradingCalendar(self._name)
             with warnings.catch_warnings():
                 # exchange-calendars trips pandas' deprecation notices; not ours to act on.
                 warnings.simplefilter("ignore")
+                if self._calendar is None:
+                    # Built on first use: building one takes ~0.5 s (cached per process).
+                    self._calendar = TradingCalendar(self._name)
                 return self._calendar.is_open(ts)
         except Exception:
             # Outside the calendar's range (or a bad name): assume open. Polling a
