@@ -36,6 +36,37 @@ def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
         return []  # schema not created yet
 
 
+HEADLESS = [sys.executable, "-m", "tui.cli", "--headless"]
+
+
+def _start_headless(tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        HEADLESS,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _run_headless(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """A headless start expected to end by itself (refused at start-up)."""
+    return subprocess.run(
+        HEADLESS,
+        cwd=tmp_path,
+        env=_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _quote_rows(db: Path) -> int:
+    rows = _query(db, "SELECT COUNT(*) FROM quotes")
+    return int(str(rows[0][0])) if rows else 0
+
+
 def _wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -47,17 +78,9 @@ def _wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-unty
 
 def test_headless_runs_halts_on_stop_file_and_stops_on_sigint(tmp_path: Path) -> None:
     db = tmp_path / "data" / "trading.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "--headless"],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_headless(tmp_path)
     try:
-        count = "SELECT COUNT(*) FROM quotes"
-        assert _wait_for(lambda: bool(_query(db, count)) and _query(db, count)[0][0] > 50)
+        assert _wait_for(lambda: _quote_rows(db) > 50)
         (tmp_path / "STOP").touch()
         touched = datetime.fromtimestamp((tmp_path / "STOP").stat().st_mtime).astimezone()
         halted = "SELECT ts FROM trading_state_changes WHERE state='HALTED' AND reason='STOP file'"
@@ -82,14 +105,7 @@ def test_headless_runs_halts_on_stop_file_and_stops_on_sigint(tmp_path: Path) ->
 
 
 def test_bad_strategy_path_exits_2(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--headless"],
-        cwd=tmp_path,
-        env=_env(tmp_path, STRATEGY="no_such_module:Thing"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _run_headless(tmp_path, STRATEGY="no_such_module:Thing")
     assert proc.returncode == 2
     assert "STRATEGY" in proc.stderr and "no_such_module" in proc.stderr
 
@@ -98,30 +114,15 @@ def test_a_second_console_on_the_same_data_dir_exits_2_and_the_first_trades_on(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "data" / "trading.db"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "--headless"],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = _start_headless(tmp_path)
     try:
-        count = "SELECT COUNT(*) FROM quotes"
-        assert _wait_for(lambda: bool(_query(db, count)) and _query(db, count)[0][0] > 20)
-        second = subprocess.run(
-            [sys.executable, "-m", "tui.cli", "--headless"],
-            cwd=tmp_path,
-            env=_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        assert _wait_for(lambda: _quote_rows(db) > 20)
+        second = _run_headless(tmp_path)
         assert second.returncode == 2, second.stderr
         assert "another trading console is using this database" in second.stderr
         assert first.poll() is None
-        before = _query(db, count)[0][0]
-        assert _wait_for(lambda: _query(db, count)[0][0] > before)  # still recording
+        before = _quote_rows(db)
+        assert _wait_for(lambda: _quote_rows(db) > before)  # still recording
         first.send_signal(signal.SIGINT)
         _out, err = first.communicate(timeout=30)
     finally:
