@@ -404,6 +404,10 @@ class Recorder:
             # database, keep the rest (written anew; a few hundred bytes).
             journal.drop_prefix(size)
 
+    def _count_write_error(self, exc: BaseException) -> None:
+        self.write_errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
     def _batch_failed(self, batch: Batch) -> None:
         self._batches_in_flight -= 1
         self._restore(batch)
@@ -429,8 +433,7 @@ class Recorder:
             if batch is not None:
                 self._batch_failed(batch)
             self._restore_alerts(alerts, deliveries)
-            self.write_errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._count_write_error(exc)
             raise
         self._batch_committed(taken)
         self._remember_alert_ids(new_ids)
@@ -447,8 +450,7 @@ class Recorder:
             written = await writer.write_batch(batch)
         except BaseException as exc:
             self._batch_failed(batch)
-            self.write_errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._count_write_error(exc)
             raise
         self._batch_committed(taken)
         self.rows_written += written
@@ -466,8 +468,7 @@ class Recorder:
                 new_ids = await self._write_alerts(alerts, deliveries)
         except BaseException as exc:
             self._restore_alerts(alerts, deliveries)
-            self.write_errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._count_write_error(exc)
             raise
         self._remember_alert_ids(new_ids)
         self.rows_written += len(alerts)
