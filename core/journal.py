@@ -7,7 +7,7 @@ storage imports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -27,6 +27,10 @@ class Journal(Protocol):
         """Read back what a restart needs: fills, working and today's orders, state."""
         ...
 
+    async def journaled_order_ids(self, client_order_ids: Collection[str]) -> set[str]:
+        """Which of these client order ids the journal holds, from any day."""
+        ...
+
 
 class NullJournal:
     """For runs without storage (unit tests, quick backtests)."""
@@ -36,3 +40,6 @@ class NullJournal:
 
     async def load_recovery(self, day_start: datetime) -> RecoveredState:
         return RecoveredState()
+
+    async def journaled_order_ids(self, client_order_ids: Collection[str]) -> set[str]:
+        return set()

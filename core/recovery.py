@@ -9,7 +9,9 @@ Order of work on start (before anything can trade):
 2. `reconcile_with_broker` once connected: executions the journal lacks are applied
    exactly once (de-duplicated by execution id); working orders the broker knows are
    adopted (never re-sent); journal orders the broker never received are marked so;
-   broker orders we have no journal entry for raise an alert. Positions are compared
+   broker orders the journal has no entry for, from any day, raise an alert (the
+   broker's session can hold orders from before the trading day began, which step 1
+   does not restore). Positions are compared
    afterwards by the usual reconciliation, which halts on a mismatch.
 """
 
@@ -32,6 +34,7 @@ from core.model import (
 )
 
 if TYPE_CHECKING:
+    from core.journal import Journal
     from core.system import TradingSystem
 
 NEVER_RECEIVED = "not received by the broker (lost before it was sent)"
@@ -92,7 +95,7 @@ def restore_from_journal(system: TradingSystem, state: RecoveredState, day_start
     return len(fills)
 
 
-def reconcile_with_broker(system: TradingSystem) -> RecoveryReport:
+async def reconcile_with_broker(system: TradingSystem, journal: Journal) -> RecoveryReport:
     """Apply what the broker knows that the journal does not; adopt, never re-send."""
     execution = system.execution
     broker = system.broker
@@ -123,7 +126,9 @@ def reconcile_with_broker(system: TradingSystem) -> RecoveryReport:
             continue
         adopted += 1
         _adopt(system, order, known)
-    unknown = tuple(sorted(cid for cid in states if cid not in execution.orders))
+    not_restored = [cid for cid in states if cid not in execution.orders]
+    journaled = await journal.journaled_order_ids(not_restored) if not_restored else set()
+    unknown = tuple(sorted(cid for cid in not_restored if cid not in journaled))
     for cid in unknown:
         system.alerts.raise_alert(
             AlertSeverity.CRITICAL,

@@ -166,7 +166,7 @@ class TradingSystem:
             self.risk.reset_breaker("new trading day")
         await self.broker.connect()
         self.broker.subscribe_quotes(self.symbols)
-        self.recovery = reconcile_with_broker(self)
+        self.recovery = await reconcile_with_broker(self, self._journal)
         if self.broker.connected:
             # The broker's cash is the truth (deposits, interest, fees we never saw).
             self.portfolio.rebase_cash(self.broker.account_values().cash)

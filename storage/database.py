@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -61,6 +61,9 @@ from storage.schema import (
     check_table,
     quoted,
 )
+
+# Client order ids per IN (...) query: well under SQLite's host-parameter limit.
+_IDS_PER_QUERY = 500
 
 
 def read_heartbeat(path: Path | str) -> HeartbeatRecord | None:
@@ -246,6 +249,20 @@ class Database:
             (client_order_id,),
         )
         return None if row is None else order_from_row(row)
+
+    async def existing_order_ids(self, client_order_ids: Iterable[str]) -> set[str]:
+        """The ones among ``client_order_ids`` that the orders table holds."""
+        ids = list(client_order_ids)
+        found: set[str] = set()
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            rows = await self._fetchall(
+                "SELECT client_order_id FROM orders "
+                f"WHERE client_order_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update(str(row[0]) for row in rows)
+        return found
 
     async def orders_since(self, ts: datetime) -> list[Order]:
         """Orders created at or after ``ts``, oldest first."""

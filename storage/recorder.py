@@ -27,7 +27,7 @@ import contextlib
 import shutil
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -300,6 +300,11 @@ class Recorder:
         first; the file is then emptied."""
         await self.fold_order_journal()
         return await load_recovery(self._db, day_start)
+
+    async def journaled_order_ids(self, client_order_ids: Collection[str]) -> set[str]:
+        """The Journal's question at start-up: which of these orders it holds, any day."""
+        pending = {row[0] for row in self._pending["orders"]} & set(client_order_ids)
+        return pending | await self._db.existing_order_ids(client_order_ids)
 
     async def fold_order_journal(self) -> int:
         """Insert the journal file's orders the ``orders`` table lacks; returns how many.

@@ -197,3 +197,49 @@ async def test_the_trading_day_follows_the_exchange_calendar(tmp_path: Path) -> 
     assert closed.day == "2026-01-16"
     assert rig.of(TradingStateChanged)[-1].reason == "new trading day"
     await rig.system.stop()
+
+
+async def test_a_restart_the_next_trading_day_knows_yesterdays_orders_at_the_broker(
+    db_and_settings: tuple[Database, Settings],
+) -> None:
+    # The broker's session (here: the sim venue's state file) still lists the orders of
+    # the day before; the journal restores only today's, but it knows them all.
+    db, s = db_and_settings
+    first = await open_session(s, db)
+    await run(first, 2)
+    first.rig.system.execution.on_target(TargetPosition("AAPL", 20, "entry"))
+    await run(first, 2)
+    yesterday = set(first.rig.venue.order_states())
+    assert yesterday
+    await first.stop()
+
+    second = await open_session(s, db, start=first.rig.clock.now() + timedelta(days=1))
+    system = second.rig.system
+    assert not yesterday & set(system.execution.orders)  # not restored: another day
+    assert system.recovery is not None
+    assert system.recovery.unknown_broker_orders == ()
+    assert not [a for a in system.alerts.recent if a.key == "unknown_broker_order"]
+    await second.stop()
+
+
+async def test_an_order_at_the_broker_the_journal_never_saw_raises_an_alert(
+    db_and_settings: tuple[Database, Settings],
+) -> None:
+    db, s = db_and_settings
+    first = await open_session(s, db)
+    await run(first, 1)
+    from core.model import Order
+
+    stray = Order("OTHER-0001", "MSFT", Side.BUY, 1, OrderType.MARKET, first.rig.clock.now())
+    first.rig.venue.place_order(stray)  # sent by something else: never journaled
+    await run(first, 1)
+    await first.stop()
+
+    second = await open_session(s, db, start=first.rig.clock.now() + timedelta(days=1))
+    assert second.rig.system.recovery is not None
+    assert second.rig.system.recovery.unknown_broker_orders == ("OTHER-0001",)
+    alerts = [a for a in second.rig.system.alerts.recent if a.key == "unknown_broker_order"]
+    assert [a.message for a in alerts] == [
+        "Broker holds order OTHER-0001 that the journal does not know"
+    ]
+    await second.stop()
