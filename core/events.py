@@ -1,29 +1,30 @@
 """Typed, past-tense events published on the bus.
 
 Tests capture these to assert on behaviour; the recorder persists them; the
-alert manager turns some of them into alerts.
+alert manager turns some of them into alerts. Every event is a value: the ones
+published per quote or per order are NamedTuples (cheap to build), the rest frozen
+dataclasses; an order travels as an `OrderSnapshot`, never as the engine's live `Order`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from core.model import (
     Alert,
     Bar,
     Fill,
-    Order,
     OrderIntent,
+    OrderSnapshot,
     Quote,
     TargetPosition,
     TradingState,
-    frozen_for_mypy,
 )
 
 
-@frozen_for_mypy
-class QuoteReceived:
+class QuoteReceived(NamedTuple):
     """A quote passed validation and is now the latest for its symbol."""
 
     quote: Quote
@@ -41,8 +42,7 @@ class BarClosed:
     bar: Bar
 
 
-@frozen_for_mypy
-class TargetChanged:
+class TargetChanged(NamedTuple):
     target: TargetPosition
     ts: datetime
 
@@ -64,25 +64,23 @@ class RiskRejected:
     ts: datetime
 
 
-@frozen_for_mypy
-class OrderSubmitted:
+class OrderSubmitted(NamedTuple):
     """Journaled and handed to the broker."""
 
-    order: Order
+    order: OrderSnapshot
     ts: datetime
 
 
-@frozen_for_mypy
-class OrderUpdated:
-    """An order's status, fill quantity or message changed. ``order`` is the live object."""
+class OrderUpdated(NamedTuple):
+    """An order's status, fill quantity or message changed: the order as it now stands."""
 
-    order: Order
+    order: OrderSnapshot
     ts: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class OrderRejected:
-    order: Order
+    order: OrderSnapshot
     reason: str
     ts: datetime
     error_code: int | None = None
@@ -97,8 +95,7 @@ class OrderUpdateRefused:
     ts: datetime
 
 
-@frozen_for_mypy
-class FillReceived:
+class FillReceived(NamedTuple):
     fill: Fill
 
 

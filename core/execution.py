@@ -229,7 +229,7 @@ class ExecutionEngine:
             for order in orders:
                 self._broker.place_order(order)
                 sent += 1
-                self._bus.publish(OrderSubmitted(order, now))
+                self._bus.publish(OrderSubmitted(order.snapshot(), now))
         finally:
             _log_sent(orders[:sent])
 
@@ -246,7 +246,7 @@ class ExecutionEngine:
             self._cancel_before_send.add(client_order_id)
         now = self._clock.now()
         order.transition(OrderStatus.PENDING_CANCEL, now, reason)
-        self._bus.publish(OrderUpdated(order, now))
+        self._bus.publish(OrderUpdated(order.snapshot(), now))
         if client_order_id not in self._cancel_before_send:
             self._broker.cancel_order(client_order_id)
 
@@ -303,7 +303,7 @@ class ExecutionEngine:
             self._reject(order, message, code)
         elif order is not None:
             order.last_message = f"[{code}] {message}"
-            self._bus.publish(OrderUpdated(order, self._clock.now()))
+            self._bus.publish(OrderUpdated(order.snapshot(), self._clock.now()))
 
     def on_fill(self, fill: Fill) -> bool:
         """Apply a fill exactly once (de-duplicated by execution id); returns whether new."""
@@ -347,7 +347,7 @@ class ExecutionEngine:
             self._finished.append(order.client_order_id)
             if status is FILLED:
                 self.orders_filled += 1
-        self._bus.publish(OrderUpdated(order, now))
+        self._bus.publish(OrderUpdated(order.snapshot(), now))
         return changed
 
     def _finish(self, order: Order, status: OrderStatus, message: str) -> None:
@@ -366,7 +366,7 @@ class ExecutionEngine:
             code=code,
             reason=reason,
         )
-        self._bus.publish(OrderRejected(order, reason, self._clock.now(), code))
+        self._bus.publish(OrderRejected(order.snapshot(), reason, self._clock.now(), code))
         if self._working.get(order.symbol) == order.client_order_id:
             del self._working[order.symbol]
         # The target stays, but it is not retried now: a broker reject repeats on retry.

@@ -8,11 +8,28 @@ storage imports.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from core.model import Order
-from core.recovery import RecoveredState
+from core.model import Fill, Order, TradingState
+
+
+@dataclass(slots=True)
+class RecoveredState:
+    """What the journal holds, as the system needs it back after a restart."""
+
+    fills: list[Fill] = field(default_factory=list)  # every recorded fill, oldest first
+    orders: list[Order] = field(default_factory=list)  # working ones and today's
+    trading_state: TradingState = TradingState.ACTIVE
+    state_reason: str = ""
+    state_changed_at: datetime | None = None
+    # last recorded mid per symbol before the trading day began
+    prices_at_day_start: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.fills and not self.orders and self.state_changed_at is None
 
 
 class Journal(Protocol):

@@ -17,44 +17,41 @@ Order of work on start (before anything can trade):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from core.brokers.base import Broker
+from core.clock import Clock
+from core.execution import ExecutionEngine
+from core.journal import Journal, RecoveredState
 from core.model import (
     AlertSeverity,
     BrokerOrderState,
-    Fill,
     Order,
     OrderStatus,
     OrderStatusUpdate,
     TradingState,
 )
-
-if TYPE_CHECKING:
-    from core.journal import Journal
-    from core.system import TradingSystem
+from core.monitoring import AlertRaiser
+from core.portfolio import Portfolio
+from core.risk import RiskManager
 
 NEVER_RECEIVED = "not received by the broker (lost before it was sent)"
 
 
-@dataclass(slots=True)
-class RecoveredState:
-    """What the journal holds, as the system needs it back after a restart."""
+@dataclass(frozen=True, slots=True)
+class RecoveryParts:
+    """The parts of the core that recovery rebuilds (books, orders, state) and asks
+    (broker, clock), handed over by the composition root: nothing else is reached."""
 
-    fills: list[Fill] = field(default_factory=list)  # every recorded fill, oldest first
-    orders: list[Order] = field(default_factory=list)  # working ones and today's
-    trading_state: TradingState = TradingState.ACTIVE
-    state_reason: str = ""
-    state_changed_at: datetime | None = None
-    # last recorded mid per symbol before the trading day began
-    prices_at_day_start: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> bool:
-        return not self.fills and not self.orders and self.state_changed_at is None
+    portfolio: Portfolio
+    execution: ExecutionEngine
+    risk: RiskManager
+    broker: Broker
+    alerts: AlertRaiser
+    clock: Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +62,9 @@ class RecoveryReport:
     unknown_broker_orders: tuple[str, ...]
 
 
-def restore_from_journal(system: TradingSystem, state: RecoveredState, day_start: datetime) -> int:
+def restore_from_journal(parts: RecoveryParts, state: RecoveredState, day_start: datetime) -> int:
     """Rebuild the books from the journal; returns the number of fills replayed."""
-    portfolio = system.portfolio
+    portfolio = parts.portfolio
     fills = sorted(state.fills, key=lambda f: f.ts)
     before = [f for f in fills if f.ts < day_start]
     today = [f for f in fills if f.ts >= day_start]
@@ -78,13 +75,13 @@ def restore_from_journal(system: TradingSystem, state: RecoveredState, day_start
     portfolio.start_new_day()
     for f in today:
         portfolio.apply_fill(f)
-    execution = system.execution
+    execution = parts.execution
     for f in fills:
         execution.mark_fill_seen(f.exec_id)
     for order in state.orders:
         execution.restore_order(order)
     if state.trading_state is not TradingState.ACTIVE:
-        system.risk.restore(state.trading_state, state.state_reason)
+        parts.risk.restore(state.trading_state, state.state_reason)
     if fills or state.orders:
         logger.info(
             "restored from journal: {fills} fills, {orders} orders, state {state}",
@@ -95,10 +92,10 @@ def restore_from_journal(system: TradingSystem, state: RecoveredState, day_start
     return len(fills)
 
 
-async def reconcile_with_broker(system: TradingSystem, journal: Journal) -> RecoveryReport:
+async def reconcile_with_broker(parts: RecoveryParts, journal: Journal) -> RecoveryReport:
     """Apply what the broker knows that the journal does not; adopt, never re-send."""
-    execution = system.execution
-    broker = system.broker
+    execution = parts.execution
+    broker = parts.broker
     applied = 0
     for fill in broker.executions():
         if execution.on_fill(fill):
@@ -118,19 +115,19 @@ async def reconcile_with_broker(system: TradingSystem, journal: Journal) -> Reco
                 OrderStatusUpdate(
                     order.client_order_id,
                     OrderStatus.REJECTED,
-                    system.clock.now(),
+                    parts.clock.now(),
                     None,
                     NEVER_RECEIVED,
                 )
             )
             continue
         adopted += 1
-        _adopt(system, order, known)
+        _adopt(parts, order, known)
     not_restored = [cid for cid in states if cid not in execution.orders]
     journaled = await journal.journaled_order_ids(not_restored) if not_restored else set()
     unknown = tuple(sorted(cid for cid in not_restored if cid not in journaled))
     for cid in unknown:
-        system.alerts.raise_alert(
+        parts.alerts.raise_alert(
             AlertSeverity.CRITICAL,
             "unknown_broker_order",
             f"Broker holds order {cid} that the journal does not know",
@@ -149,11 +146,11 @@ async def reconcile_with_broker(system: TradingSystem, journal: Journal) -> Reco
     return report
 
 
-def _adopt(system: TradingSystem, order: Order, known: BrokerOrderState) -> None:
-    now = system.clock.now()
+def _adopt(parts: RecoveryParts, order: Order, known: BrokerOrderState) -> None:
+    now = parts.clock.now()
     status = known.status
     if status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
         status = OrderStatus.SUBMITTED  # fills already drove the quantity; this is the ack
-    system.execution.on_order_status(
+    parts.execution.on_order_status(
         OrderStatusUpdate(order.client_order_id, status, now, known.broker_order_id, "adopted")
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from core.model import Alert, OrderStatus, OrderType, Side, TradingMode, TradingState
+from core.model import Alert, HaltReason, OrderStatus, OrderType, Side, TradingMode, TradingState
 from core.portfolio import PnlSummary
 
 
@@ -63,6 +63,7 @@ class OrderRow:
 class RiskView:
     state: TradingState
     state_reason: str
+    halt_reason: HaltReason | None  # the cause while HALTED, None otherwise
     trip_reason: str
     daily_loss_limit: float
     loss_limit_usage: float  # 0..1+

@@ -54,8 +54,8 @@ from core.events import (
     RiskRejected,
     TradingStateChanged,
 )
-from core.model import Alert, Order, QuoteSource
-from core.recovery import RecoveredState
+from core.journal import RecoveredState
+from core.model import Alert, Order, OrderSnapshot, QuoteSource
 from storage.database import Database
 from storage.order_journal import OrderJournalFile, journal_path, read_journal
 from storage.recovery import load_recovery
@@ -238,8 +238,7 @@ class Recorder:
         self._pending_deliveries[id(e.alert)] = (e.alert, e.delivery)
         self._wake.set()  # rare, and the operator looks for it: no need to batch
 
-    def _add_order(self, order: Order, ts: datetime, message: str) -> None:
-        # Both rows are snapshots taken now; the Order object will keep changing.
+    def _add_order(self, order: OrderSnapshot, ts: datetime, message: str) -> None:
         self._add("orders", order_row(order))
         self._add("order_events", order_event_row(order, ts, message))
 

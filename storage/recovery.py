@@ -1,12 +1,12 @@
-"""Read back from the journal what a restart needs (core.recovery.RecoveredState)."""
+"""Read back from the journal what a restart needs (core.journal.RecoveredState)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+from core.journal import RecoveredState
 from core.model import TradingState
-from core.recovery import RecoveredState
 from storage.database import Database
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -18,6 +18,7 @@ from core.model import (
     Bar,
     Fill,
     Order,
+    OrderSnapshot,
     OrderStatus,
     OrderType,
     Quote,
@@ -126,7 +127,7 @@ def bar_row(b: Bar) -> Row:
     return (b.symbol, to_db_ts(b.start), to_db_ts(b.end), b.open, b.high, b.low, b.close, b.ticks)
 
 
-def order_row(o: Order) -> Row:
+def order_row(o: Order | OrderSnapshot) -> Row:
     return (
         o.client_order_id,
         o.symbol,
@@ -147,7 +148,7 @@ def order_row(o: Order) -> Row:
     )
 
 
-def order_event_row(o: Order, ts: datetime, message: str) -> Row:
+def order_event_row(o: Order | OrderSnapshot, ts: datetime, message: str) -> Row:
     return (
         o.client_order_id,
         to_db_ts(ts),

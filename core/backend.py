@@ -1,0 +1,100 @@
+"""What a front end may use of the core: one protocol and the values that cross it.
+
+The console (tui/console) depends on `ConsoleBackend` and nothing else of the core's
+objects: it reads `snapshot()` at its own pace and asks for operator actions, each of
+which answers with an `ActionResult` (done, or refused with the reason). `TradingSystem`
+implements it; the console's Pilot tests can hand it a fake. A phone command channel or
+a web view is another client of the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from core.model import Alert, TradingMode
+from core.portfolio import PnlSummary
+from core.snapshot import SystemSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What an operator action did: ``ok`` False means refused, and ``message`` says why.
+
+    ``symbols`` names what the action touched (flatten: the positions being closed).
+    """
+
+    ok: bool
+    message: str
+    symbols: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerReview:
+    """What the operator reads before resetting a tripped breaker."""
+
+    tripped: bool
+    trip_reason: str
+    pnl: PnlSummary
+    daily_loss_limit: float
+    loss_limit_usage: float  # 0..1+; at 1 or more a reset trips again on the next move
+
+    @property
+    def still_beyond_limit(self) -> bool:
+        return self.loss_limit_usage >= 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleInfo:
+    """Fixed facts of the running core that the console shows or needs."""
+
+    mode: TradingMode
+    symbols: tuple[str, ...]
+    stop_file: Path
+    refresh_hz: float
+    exchange_calendar: str  # e.g. "XNYS": the console shows times in its zone
+
+
+class ConsoleBackend(Protocol):
+    """The core as the console sees it."""
+
+    @property
+    def info(self) -> ConsoleInfo: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def fatal_error(self) -> BaseException | None:
+        """A crash of a core task; the console stops when it sees one."""
+        ...
+
+    def snapshot(self) -> SystemSnapshot: ...
+
+    def load_alert_history(self, alerts: Sequence[Alert]) -> None:
+        """Alerts from earlier sessions (oldest first), shown before this session's."""
+        ...
+
+    async def start(self) -> None:
+        """Connect, recover, reconcile and start trading."""
+        ...
+
+    def start_timer(self) -> None:
+        """Run the clock-driven safety work (STOP file, breaker, reset) every 250 ms."""
+        ...
+
+    async def stop(self, reason: str) -> None:
+        """Graceful stop: working orders cancelled, the day recorded."""
+        ...
+
+    def halt(self, detail: str) -> ActionResult: ...
+
+    def resume(self, detail: str) -> ActionResult: ...
+
+    def flatten(self, detail: str) -> ActionResult: ...
+
+    def reset_breaker(self, detail: str) -> ActionResult: ...
+
+    def breaker_review(self) -> BreakerReview: ...
