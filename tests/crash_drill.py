@@ -147,7 +147,7 @@ def drill_env(workdir: Path) -> dict[str, str]:
 def _spawn(workdir: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "--headless"],
+            [sys.executable, "-m", "tui.commands.cli", "--headless"],
             cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,

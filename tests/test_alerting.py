@@ -46,7 +46,7 @@ from storage.recorder import Recorder
 from tests.fake_telegram import BOT_TOKEN, CHAT_ID, FakeTelegram
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, WHATSAPP_FROM, FakeTwilio
 from tests.helpers import T0, settings
-from tui.alert_test import run_alert_test
+from tui.commands.alert_test import run_alert_test
 
 TO = "whatsapp:+15551234567"
 TO2 = "whatsapp:+15557654321"

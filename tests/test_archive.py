@@ -56,7 +56,13 @@ from storage.recorder import Recorder
 from storage.rows import quote_row
 from storage.schema import TABLE_COLUMNS
 from tests.helpers import settings
-from tui.archive_cmd import EndOfDayArchiver, run_export, run_import, run_prune, stop_archiver
+from tui.commands.archive_cmd import (
+    EndOfDayArchiver,
+    run_export,
+    run_import,
+    run_prune,
+    stop_archiver,
+)
 
 DAY = date(2026, 1, 5)
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)

@@ -35,7 +35,7 @@ from core.model import (
     Side,
 )
 from tests.helpers import settings
-from tui.backtest_cmd import parse_params, run_backtest
+from tui.commands.backtest_cmd import parse_params, run_backtest
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 # Closes rise 100 → 109 over bars 0-9, then fall 108 → 99 over bars 10-19.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tui.bench import BenchResult, bench_pipeline, print_pipeline
+from tui.commands.bench import BenchResult, bench_pipeline, print_pipeline
 
 QUOTES = 20_000
 

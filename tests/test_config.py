@@ -62,7 +62,7 @@ def test_cli_exits_2_before_anything_starts(tmp_path: Path) -> None:
         "DATA_DIR": str(tmp_path / "d"),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--headless"],
+        [sys.executable, "-m", "tui.commands.cli", "--headless"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -77,7 +77,7 @@ def test_cli_exits_2_before_anything_starts(tmp_path: Path) -> None:
 
 def test_check_prints_effective_settings(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "check"],
+        [sys.executable, "-m", "tui.commands.cli", "check"],
         env={"PATH": "", "SYMBOLS": "IBM,T"},
         cwd=tmp_path,
         capture_output=True,

@@ -25,8 +25,8 @@ from core.system import TradingSystem
 from tests.fake_tws import FakeTws, wait_until
 from tests.helpers import T0
 from tests.helpers import settings as make_settings
-from tui.app import TradingConsoleApp
-from tui.widgets.base import DiffTable
+from tui.console.app import TradingConsoleApp
+from tui.console.widgets.base import DiffTable
 
 SYMBOLS = ("AAPL", "MSFT")
 ACCOUNT = "DU1234567"  # the fake TWS's paper account

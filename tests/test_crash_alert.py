@@ -22,7 +22,7 @@ from core.heartbeat import HeartbeatState, read_heartbeat_file
 from tests.crashing_strategy import CRASH_MESSAGE
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, WHATSAPP_FROM, FakeTwilio
 from tests.helpers import settings
-from tui.runtime import build_runtime
+from tui.commands.runtime import build_runtime
 
 REPO = Path(__file__).resolve().parent.parent
 TO = "whatsapp:+15551234567"
@@ -66,7 +66,7 @@ async def test_core_crash_alert_is_delivered_before_the_runtime_closes(
         async with asyncio.timeout(10):
             await system.stopped.wait()
         assert isinstance(system.fatal_error, RuntimeError)
-        # What tui/cli.py does after a crash: stop, then close (which drains the alerts).
+        # What tui/commands/cli.py does after a crash: stop, then close (which drains the alerts).
         await system.stop(f"crash: {system.fatal_error!r}")
     finally:
         await runtime.close(alert_timeout=5)
@@ -100,7 +100,7 @@ def test_headless_process_sends_the_crash_alert_then_exits_non_zero(
         TWILIO_BASE_URL=twilio.url,
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--headless"],
+        [sys.executable, "-m", "tui.commands.cli", "--headless"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

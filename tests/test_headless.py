@@ -36,7 +36,7 @@ def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
         return []  # schema not created yet
 
 
-HEADLESS = [sys.executable, "-m", "tui.cli", "--headless"]
+HEADLESS = [sys.executable, "-m", "tui.commands.cli", "--headless"]
 
 
 def _start_headless(tmp_path: Path) -> subprocess.Popen[str]:

@@ -1,4 +1,4 @@
-"""`python -m tui.cli --headless` in paper mode against the fake TWS, as a real process."""
+"""`python -m tui.commands.cli --headless` in paper mode against the fake TWS, as a real process."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_headless_paper_mode_records_ib_quotes_and_stops_on_sigint(
     db = tmp_path / "data" / "trading.db"
     count_sql = "SELECT COUNT(*) FROM quotes"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "--headless"],
+        [sys.executable, "-m", "tui.commands.cli", "--headless"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -13,7 +13,7 @@ from core.brokers.ib_pacing import HistoricalPacer
 from core.clock import SimClock
 from tests.fake_tws import FakeTws
 from tests.helpers import settings as make_settings
-from tui.history import download_history, parse_bar
+from tui.commands.history import download_history, parse_bar
 
 NOW = datetime(2026, 1, 7, 21, 30, tzinfo=UTC)  # Wednesday, after the close
 

@@ -18,8 +18,8 @@ from core.alerting import secret_values
 from tests.fake_telegram import BOT_TOKEN
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN
 from tests.helpers import settings
-from tui.logs import configure_logging, configure_logging_from_settings
-from tui.runtime import build_runtime
+from tui.commands.logs import configure_logging, configure_logging_from_settings
+from tui.commands.runtime import build_runtime
 
 SMTP_PASSWORD = "smtp-pa55word-q1w2e3"
 SECRETS = (AUTH_TOKEN, SMTP_PASSWORD, BOT_TOKEN)
@@ -138,7 +138,7 @@ def test_dated_file_and_retention_from_settings(tmp_path: Path) -> None:
 async def test_the_runtime_redacts_even_when_logging_was_set_up_without_secrets(
     tmp_path: Path,
 ) -> None:
-    # tui/cli.py configures logging before it builds the runtime; the runtime
+    # tui/commands/cli.py configures logging before it builds the runtime; the runtime
     # installs the redacting patcher itself, so the order cannot leak anything.
     s = _secret_settings(tmp_path)
     configure_logging(s.log_path, console=False)

@@ -17,7 +17,7 @@ from storage.archive import export_day
 from storage.database import Database
 from storage.recorder import Recorder
 from tests.helpers import T0, build_rig, settings
-from tui.backtest_cmd import run_replay
+from tui.commands.backtest_cmd import run_replay
 
 DAY = T0.date()
 

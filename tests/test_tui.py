@@ -25,11 +25,11 @@ from core.events import RiskRejected
 from core.model import Alert, AlertSeverity, TargetPosition, TradingState
 from core.simulation import run_simulated
 from tests.helpers import T0, SimRig, build_rig, settings
-from tui.app import TradingConsoleApp
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.help import HelpScreen
-from tui.widgets.base import DiffTable
-from tui.widgets.pnl import PnlPane
+from tui.console.app import TradingConsoleApp
+from tui.console.screens.confirm import ConfirmScreen
+from tui.console.screens.help import HelpScreen
+from tui.console.widgets.base import DiffTable
+from tui.console.widgets.pnl import PnlPane
 
 SYMBOLS = ("AAPL", "MSFT", "SPY")
 

@@ -30,7 +30,7 @@ from core.model import Quote
 from storage.database import Database, read_heartbeat
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, WHATSAPP_FROM, FakeTwilio
 from tests.helpers import T0, build_rig, settings
-from tui.watchdog import EXIT_DOWN, EXIT_UP, STATE_FILE, run_watchdog
+from tui.commands.watchdog import EXIT_DOWN, EXIT_UP, STATE_FILE, run_watchdog
 
 TO = "whatsapp:+15551234567"
 NOW = T0 + timedelta(hours=1)

@@ -23,8 +23,8 @@ from core.clock import LiveClock
 from core.config import load_settings
 from core.events import OrderSubmitted, TargetChanged
 from core.system import TradingSystem
-from tui.app import TradingConsoleApp
-from tui.widgets.base import DiffTable
+from tui.console.app import TradingConsoleApp
+from tui.console.widgets.base import DiffTable
 
 PROBE_SECONDS = 0.010
 WARMUP_SECONDS = 1.0  # app start-up and first layout are not steady-state frames
@@ -122,7 +122,7 @@ async def bench_ui(
 
 
 def main() -> None:
-    """`python -m tui.bench_ui`: both runs the issue asks for, printed."""
+    """`python -m tui.commands.bench_ui`: both runs the issue asks for, printed."""
     from loguru import logger
 
     logger.remove()  # a log line per order on stderr would be measured too

@@ -186,7 +186,7 @@ async def cmd_db_init(settings: Settings) -> int:
 async def cmd_bench(
     quotes: int, symbols: int, order_heavy: bool, seconds: float, skip_ui: bool
 ) -> int:
-    from tui.bench import bench_pipeline, print_pipeline
+    from tui.commands.bench import bench_pipeline, print_pipeline
 
     if quotes <= 0 or symbols <= 0:
         print("trading-console bench: --quotes and --symbols must be positive", file=sys.stderr)
@@ -194,8 +194,8 @@ async def cmd_bench(
     logger.remove()  # figures only; the runs would otherwise log every order
     print_pipeline(await bench_pipeline(quotes, symbols, order_heavy=order_heavy))
     if not skip_ui:
-        from tui.bench import print_ui
-        from tui.bench_ui import bench_ui
+        from tui.commands.bench import print_ui
+        from tui.commands.bench_ui import bench_ui
 
         for total in (80.0, 2_000.0):
             print_ui(total, await bench_ui(total, seconds=seconds))
@@ -204,7 +204,7 @@ async def cmd_bench(
 
 def cmd_offline(settings: Settings, args: argparse.Namespace) -> int:
     """backtest / replay: simulated clock and venue, whatever TRADING_MODE says."""
-    from tui.backtest_cmd import ParamError, parse_params, run_backtest, run_replay
+    from tui.commands.backtest_cmd import ParamError, parse_params, run_backtest, run_replay
 
     logger.remove()  # the run logs to <out>/run.log; the terminal shows the report
     if args.command == "replay":
@@ -234,7 +234,7 @@ def cmd_offline(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
-    from tui import archive_cmd
+    from tui.commands import archive_cmd
 
     if args.command == "export":
         return asyncio.run(archive_cmd.run_export(settings, args.date, args.to))
@@ -244,7 +244,7 @@ def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_history(settings: Settings, symbol: str, days: int, bar: str, out: Path | None) -> int:
-    from tui.history import download_history
+    from tui.commands.history import download_history
 
     try:
         path = asyncio.run(
@@ -259,8 +259,8 @@ def cmd_history(settings: Settings, symbol: str, days: int, bar: str, out: Path 
 
 async def run_headless(settings: Settings) -> int:
     """Trade until SIGINT/SIGTERM; then stop the strategy, cancel working orders, flush."""
+    from tui.commands.runtime import build_runtime
     from tui.heap import freeze_startup_heap
-    from tui.runtime import build_runtime
 
     runtime = await build_runtime(settings)
     system = runtime.system
@@ -299,8 +299,8 @@ async def run_headless(settings: Settings) -> int:
 
 
 async def run_tui(settings: Settings) -> int:
-    from tui.app import run_console
-    from tui.runtime import build_runtime
+    from tui.commands.runtime import build_runtime
+    from tui.console.app import run_console
 
     runtime = await build_runtime(settings)
     runtime.start_background()
@@ -320,17 +320,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(settings)
     if args.command in ("backtest", "replay"):
         return cmd_offline(settings, args)  # never touches a broker: no live guard needed
-    from tui.logs import configure_logging_from_settings
+    from tui.commands.logs import configure_logging_from_settings
 
     # Read-only commands work in every mode, before the live guard.
     if args.command == "watchdog":
         configure_logging_from_settings(settings, console=True)
-        from tui.watchdog import run_watchdog
+        from tui.commands.watchdog import run_watchdog
 
         return run_watchdog(settings)
     if args.command == "alert-test":
         configure_logging_from_settings(settings, console=False)
-        from tui.alert_test import run_alert_test
+        from tui.commands.alert_test import run_alert_test
 
         return asyncio.run(run_alert_test(settings))
     if args.command in ("export", "import", "prune"):

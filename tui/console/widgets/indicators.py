@@ -12,8 +12,8 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Label, Sparkline
 
 from core.snapshot import IndicatorRow, SystemSnapshot
-from tui.widgets.base import Cell, Column, DiffTable, Pane, set_label_text
-from tui.widgets.format import number, signed_qty, spark
+from tui.console.widgets.base import Cell, Column, DiffTable, Pane, set_label_text
+from tui.console.widgets.format import number, signed_qty, spark
 
 TREND_POINTS = 12
 

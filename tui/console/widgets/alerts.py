@@ -9,8 +9,8 @@ from textual.widget import Widget
 
 from core.model import Alert, AlertSeverity
 from core.snapshot import SystemSnapshot
-from tui.widgets.base import Cell, Column, DiffTable, Pane, seq_sort_key
-from tui.widgets.format import SEVERITY_TAGS
+from tui.console.widgets.base import Cell, Column, DiffTable, Pane, seq_sort_key
+from tui.console.widgets.format import SEVERITY_TAGS
 
 COLUMNS = (
     Column("time", "Time", width=8),

@@ -9,8 +9,8 @@ from textual.widget import Widget
 
 from core.model import OrderStatus
 from core.snapshot import OrderRow, SystemSnapshot
-from tui.widgets.base import Cell, Column, DiffTable, Pane, seq_sort_key
-from tui.widgets.format import MISSING, clock_time, price
+from tui.console.widgets.base import Cell, Column, DiffTable, Pane, seq_sort_key
+from tui.console.widgets.format import MISSING, clock_time, price
 
 COLUMNS = (
     # What decides "is this order OK?" comes first, so a narrow pane still shows it.

@@ -8,8 +8,8 @@ from textual.widgets import Label, ProgressBar
 
 from core.model import TradingState
 from core.snapshot import SystemSnapshot
-from tui.widgets.base import Pane, set_label_text
-from tui.widgets.format import money, sign_class, signed_money, signed_pct, whole_money
+from tui.console.widgets.base import Pane, set_label_text
+from tui.console.widgets.format import money, sign_class, signed_money, signed_pct, whole_money
 
 # (key, title, wide): pairs share a line (left, right); wide metrics take the whole line.
 # Right-hand names stay short so each figure keeps its room at 120 columns (console.tcss).

@@ -21,7 +21,7 @@ from storage.database import Database
 from storage.order_journal import OrderJournalFile, journal_path
 from storage.recorder import Recorder
 from storage.writer import WriterProcess
-from tui.logs import install_redaction
+from tui.commands.logs import install_redaction
 
 # How long the last alerts (a crash report above all) may hold up the exit.
 ALERT_DRAIN_SECONDS = 10.0
@@ -40,7 +40,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
         settings = self.system.settings
         if settings.archive_dir is not None:
-            from tui.archive_cmd import EndOfDayArchiver
+            from tui.commands.archive_cmd import EndOfDayArchiver
 
             archiver = EndOfDayArchiver(
                 self.database,

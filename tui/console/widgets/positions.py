@@ -6,8 +6,8 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 
 from core.snapshot import PositionRow, SystemSnapshot
-from tui.widgets.base import Cell, Column, DiffTable, Pane
-from tui.widgets.format import MISSING, price, sign_class, signed_money, signed_qty
+from tui.console.widgets.base import Cell, Column, DiffTable, Pane
+from tui.console.widgets.format import MISSING, price, sign_class, signed_money, signed_qty
 
 COLUMNS = (
     Column("symbol", "Symbol"),

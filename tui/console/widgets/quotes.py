@@ -6,8 +6,8 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 
 from core.snapshot import QuoteRow, SystemSnapshot
-from tui.widgets.base import Cell, Column, DiffTable, Pane
-from tui.widgets.format import age, price, sign_class, signed_pct, spread
+from tui.console.widgets.base import Cell, Column, DiffTable, Pane
+from tui.console.widgets.format import age, price, sign_class, signed_pct, spread
 
 COLUMNS = (
     Column("symbol", "Symbol"),

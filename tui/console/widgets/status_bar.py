@@ -18,7 +18,7 @@ from textual.widgets import Label
 from core.model import TradingMode, TradingState
 from core.snapshot import SystemSnapshot
 from core.system import STOP_FILE_REASON
-from tui.widgets.base import set_label_text
+from tui.console.widgets.base import set_label_text
 
 MODE_LABEL = {TradingMode.SIM: "SIM", TradingMode.PAPER: "PAPER", TradingMode.LIVE: "LIVE"}
 

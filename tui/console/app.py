@@ -29,22 +29,22 @@ from textual.widgets import Footer, Label
 from core.model import Alert, AlertSeverity, TradingState
 from core.snapshot import SystemSnapshot
 from core.system import TradingSystem
+from tui.console.screens.confirm import ConfirmScreen
+from tui.console.screens.help import HelpScreen
+from tui.console.widgets.alerts import AlertsPane
+from tui.console.widgets.base import Pane
+from tui.console.widgets.format import signed_money, signed_qty
+from tui.console.widgets.indicators import IndicatorsPane
+from tui.console.widgets.orders import OrdersPane
+from tui.console.widgets.pnl import PnlPane
+from tui.console.widgets.positions import PositionsPane
+from tui.console.widgets.quotes import QuotesPane
+from tui.console.widgets.status_bar import StatusBar
 from tui.heap import freeze_startup_heap
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.help import HelpScreen
-from tui.widgets.alerts import AlertsPane
-from tui.widgets.base import Pane
-from tui.widgets.format import signed_money, signed_qty
-from tui.widgets.indicators import IndicatorsPane
-from tui.widgets.orders import OrdersPane
-from tui.widgets.pnl import PnlPane
-from tui.widgets.positions import PositionsPane
-from tui.widgets.quotes import QuotesPane
-from tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
     from storage.rows import AlertRecord
-    from tui.runtime import Runtime
+    from tui.commands.runtime import Runtime
 
 EXIT_OK, EXIT_CRASH = 0, 1
 GRID_ORDER = (1, 5, 4, 3, 2, 6)
