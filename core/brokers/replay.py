@@ -69,65 +69,49 @@ class ReplayVenue(SimVenue):
         Quotes for symbols the venue does not list, or not subscribed, are ignored
         (a recording may hold more symbols than the run trades).
         """
-        book = self._book_by_symbol.get(quote.symbol)
-        outer_time = self._venue_time
-        try:
-            self._deliver_due(quote.ts)
-            if book is None or not self._connected or quote.symbol not in self._subscribed:
-                return
-            sane = _is_sane(quote)
-            if sane:
-                book.bid, book.ask = quote.bid, quote.ask
-                book.bid_size = quote.bid_size or self._unknown_size
-                book.ask_size = quote.ask_size or self._unknown_size
-                self._priced.add(quote.symbol)
-            self._venue_time = quote.ts
-            self.quotes_published += 1
-            self._require_listener().on_quote(quote)
-            if sane:
-                self._match_working(book, quote.ts)
-        finally:
-            self._venue_time = outer_time
+        symbol = quote.symbol
+        book = self.book(symbol)
+        self.deliver_orders_due(quote.ts)
+        if book is None or not self.streams(symbol):
+            return
+        if _is_sane(quote):
+            book.bid, book.ask = quote.bid, quote.ask
+            book.bid_size = quote.bid_size or self._unknown_size
+            book.ask_size = quote.ask_size or self._unknown_size
+            self._priced.add(symbol)
+            self.emit_quote(quote, match=book)
+        else:
+            self.emit_quote(quote)  # passed on, but the book keeps its last sane prices
 
     def deliver_due(self) -> int:
         """Deliver order events due by ``clock.now()``; returns how many were delivered."""
-        before = len(self._pending)
+        before = self.pending_actions
         if not before:
             return 0  # the common case, once per replayed quote: keep it cheap
         self.process_orders()
-        return before - len(self._pending)
+        return before - self.pending_actions
 
-    @property
-    def pending_actions(self) -> int:
-        """Places and cancels sent but not yet delivered (waiting out the latency)."""
-        return len(self._pending)
-
-    # -- SimVenue behaviour replaced ---------------------------------------------
+    # -- SimVenue behaviour replaced (through its extension points) ---------------
 
     def advance_to(self, now: datetime) -> int:
         """No quotes of its own: only order events due by ``now`` are delivered."""
-        outer_time = self._venue_time
-        try:
-            self._deliver_due(now)
-        finally:
-            self._venue_time = outer_time
+        self.deliver_orders_due(now)
         return 0
 
     async def run(self) -> None:
         """Nothing to drive: the backtest driver publishes the recorded quotes."""
         return None
 
-    def _match_working(self, book: Book, ts: datetime, only: VenueOrder | None = None) -> None:
-        # SimVenue calls this with ``only`` when an order arrives; in next-quote
-        # mode the order waits for the next published quote instead.
-        if only is not None and not self._match_on_arrival:
-            return
-        super()._match_working(book, ts, only)
+    def match_arriving_order(self, book: Book, order: VenueOrder, ts: datetime) -> None:
+        # In next-quote mode the order waits for the next published quote instead.
+        if self._match_on_arrival:
+            super().match_arriving_order(book, order, ts)
 
-    def _rejection_reason(self, order: VenueOrder) -> str | None:
-        if order.symbol in self._book_by_symbol and order.symbol not in self._priced:
-            return f"no market data replayed for {order.symbol} yet"
-        return super()._rejection_reason(order)
+    def rejection_reason(self, order: VenueOrder) -> str | None:
+        symbol = order.symbol
+        if symbol not in self._priced and self.book(symbol) is not None:
+            return f"no market data replayed for {symbol} yet"
+        return super().rejection_reason(order)
 
 
 def _is_sane(q: Quote) -> bool:

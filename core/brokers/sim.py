@@ -61,6 +61,7 @@ from core.model import (
     OrderStatus,
     OrderStatusUpdate,
     OrderType,
+    Quote,
     Side,
 )
 
@@ -364,11 +365,7 @@ class SimVenue:
 
     def process_orders(self) -> None:
         """Deliver order events whose latency has elapsed by ``clock.now()``, without quotes."""
-        outer_time = self._venue_time
-        try:
-            self._deliver_due(self._clock.now())
-        finally:
-            self._venue_time = outer_time
+        self.deliver_orders_due(self._clock.now())
 
     def _skip_long_gap(self, now: datetime) -> None:
         elapsed = (now - self._start).total_seconds()
@@ -479,17 +476,89 @@ class SimVenue:
         listener.on_order_status(
             OrderStatusUpdate(order.client_order_id, SUBMITTED, ts, order.broker_order_id)
         )
-        # A marketable order trades against the book it arrives at, not the next quote.
-        self._match_working(book, ts, only=order)
+        self.match_arriving_order(book, order, ts)
 
     def _rejection(self, order: VenueOrder) -> tuple[str, int] | None:
         """Why the venue refuses ``order`` and IB's error code; None when it accepts it."""
         if not self._connected:
             return "Not connected", ERR_NOT_CONNECTED
-        reason = self._rejection_reason(order)
+        reason = self.rejection_reason(order)
         return None if reason is None else (reason, ERR_ORDER_REJECTED)
 
-    def _rejection_reason(self, order: VenueOrder) -> str | None:
+    # -- extension points ----------------------------------------------------
+    # The methods in this section are the venue's documented interface for subclasses:
+    # a venue that brings its own quotes (core.brokers.replay.ReplayVenue) reuses the
+    # order queue, matching and account through these and no underscore member. The
+    # two hooks a subclass may override (``rejection_reason``, ``match_arriving_order``)
+    # should call ``super()`` for the venue's own rules.
+
+    def book(self, symbol: str) -> Book | None:
+        """The venue's true book for ``symbol``; None for a symbol it does not list.
+
+        Extension point: a venue that brings its own quotes sets the book's ``bid``,
+        ``ask``, ``bid_size`` and ``ask_size`` before ``emit_quote``; orders trade
+        against (and ``mid`` marks at) what the book shows.
+        """
+        return self._book_by_symbol.get(symbol)
+
+    def streams(self, symbol: str) -> bool:
+        """Whether a quote for ``symbol`` reaches the listener now: connected and subscribed."""
+        return self._connected and symbol in self._subscribed
+
+    @property
+    def pending_actions(self) -> int:
+        """Places and cancels sent but not yet delivered (waiting out the latency)."""
+        return len(self._pending)
+
+    def deliver_orders_due(self, until: datetime) -> None:
+        """Deliver the place and cancel events whose latency has elapsed by ``until``.
+
+        Extension point: a quote source calls this before it publishes a quote at
+        ``until``, so orders reach the venue in time order with the quotes.
+        """
+        pending = self._pending
+        if not pending or pending[0][0] > until:
+            return  # nothing due: the common case, once per replayed quote
+        outer_time = self._venue_time  # restored for a call from inside a listener callback
+        try:
+            self._deliver_due(until)
+        finally:
+            self._venue_time = outer_time
+
+    def emit_quote(self, quote: Quote, match: Book | None = None) -> None:
+        """Publish ``quote`` as the venue's own (counted in ``quotes_published``) at ``quote.ts``.
+
+        Then, when ``match`` is given, its resting orders trade against what it shows.
+        Extension point for a venue that brings its own quotes; orders placed from the
+        listener's callbacks are stamped with ``quote.ts``. The venue's own quote loop
+        (``advance_to``) does the same steps written out, as it runs for every quote.
+        """
+        ts = quote.ts
+        outer_time = self._venue_time
+        self._venue_time = ts
+        try:
+            self.quotes_published += 1
+            self._require_listener().on_quote(quote)
+            if match is not None and match.working:
+                self._match_working(match, ts)
+        finally:
+            self._venue_time = outer_time
+
+    def match_arriving_order(self, book: Book, order: VenueOrder, ts: datetime) -> None:
+        """Hook: an accepted order has just reached ``book`` (and was acknowledged).
+
+        The venue trades a marketable order against the book it arrives at, not the
+        next quote. A subclass may override this to defer (ReplayVenue's next-quote
+        mode leaves the order resting for the next quote) and call ``super()`` otherwise.
+        """
+        self._match_working(book, ts, only=order)
+
+    def rejection_reason(self, order: VenueOrder) -> str | None:
+        """Hook: why a connected venue refuses ``order`` (IB code 201); None when it accepts.
+
+        Checks quantity, symbol, limit price and buying power (reducing exposure is
+        always allowed). A subclass may add reasons of its own before calling ``super()``.
+        """
         if order.quantity <= 0:
             return f"quantity must be positive, got {order.quantity}"
         book = self._book_by_symbol.get(order.symbol)
@@ -516,6 +585,8 @@ class SimVenue:
                 f"({self._config.buying_power_multiple:g}x net liquidation {nlv:,.2f})"
             )
         return None
+
+    # -- cancels and matching ------------------------------------------------
 
     def _cancel(self, client_order_id: str, ts: datetime) -> None:
         listener = self._require_listener()
