@@ -99,6 +99,9 @@ class ExecutionEngine:
         self.order_history = order_history
         self.orders_created = 0  # by this engine (restored orders not counted)
         self.orders_filled = 0  # orders that reached FILLED in this session
+        # Counts every change to an order held in `orders` (new, status, fill, message):
+        # the console's order list is rebuilt only when it moved.
+        self.changes = 0
         self._finished: deque[str] = deque()  # ids of finished orders still in `orders`
         # Final status code (_RETIRED_CODE) of each of our own orders dropped from
         # `orders`, indexed by sequence number; other ids (restored from an earlier
@@ -184,6 +187,7 @@ class ExecutionEngine:
             reduce_only=reduce_only,
         )
         self.orders[order.client_order_id] = order
+        self.changes += 1
         self._working[order.symbol] = order.client_order_id
         self._send_queue.put_nowait(order)
         return order
@@ -246,6 +250,7 @@ class ExecutionEngine:
             self._cancel_before_send.add(client_order_id)
         now = self._clock.now()
         order.transition(OrderStatus.PENDING_CANCEL, now, reason)
+        self.changes += 1
         self._bus.publish(OrderUpdated(order.snapshot(), now))
         if client_order_id not in self._cancel_before_send:
             self._broker.cancel_order(client_order_id)
@@ -289,6 +294,7 @@ class ExecutionEngine:
         if status in _FILL_STATUSES:
             if update.message:
                 order.last_message = update.message
+                self.changes += 1
             return
         if status is SUBMITTED and order.status is not PENDING_SUBMIT:
             return  # a late acknowledgement after fills or a cancel request changes nothing
@@ -303,6 +309,7 @@ class ExecutionEngine:
             self._reject(order, message, code)
         elif order is not None:
             order.last_message = f"[{code}] {message}"
+            self.changes += 1
             self._bus.publish(OrderUpdated(order.snapshot(), self._clock.now()))
 
     def on_fill(self, fill: Fill) -> bool:
@@ -343,6 +350,7 @@ class ExecutionEngine:
         except InvalidOrderTransition as exc:
             self._refuse(order.client_order_id, str(exc))
             return False
+        self.changes += 1
         if changed and status in _RETIRED_CODE:  # it has finished just now
             self._finished.append(order.client_order_id)
             if status is FILLED:
@@ -387,6 +395,7 @@ class ExecutionEngine:
             order = self.orders.pop(client_order_id, None)
             if order is None:
                 continue
+            self.changes += 1
             code = _RETIRED_CODE[order.status]
             seq = self._own_seq(client_order_id)
             if seq is None:
@@ -434,15 +443,16 @@ class ExecutionEngine:
     def restore_order(self, order: Order) -> None:
         """Put back an order from the journal; a working one blocks its symbol as before."""
         self.orders[order.client_order_id] = order
+        self.changes += 1
         if order.is_working:
             self._working[order.symbol] = order.client_order_id
         else:
             self._finished.append(order.client_order_id)
-        stem, _, seq = order.client_order_id.rpartition("-")
-        if stem == self._id_stem and seq.isdigit():
+        seq = self._own_seq(order.client_order_id)
+        if seq is not None:
             # A restart within the same second shares the id stem: continue the
             # sequence so no client order id is ever sent twice.
-            self._seq = max(self._seq, int(seq))
+            self._seq = max(self._seq, seq)
 
     # ------------------------------------------------------------- queries
     def working_orders(self) -> list[Order]:

@@ -1,35 +1,54 @@
-"""Pre-trade checks, the trading state and the circuit breaker.
+"""Pre-trade checks and the trading state.
 
 Every order proposal passes `RiskManager.review` before it can be sent. Limits
 are judged on the position *after* the order. The part of an order that only
 reduces exposure is always allowed (flatten must work in every state); the
 risk-increasing part is clamped to the tightest limit, or rejected when
 nothing of it fits. Each clamp or reject is published with its reason.
+
+The trading state (ACTIVE / HALTED / TRIPPED) lives here because every review
+reads it; who changes it is elsewhere: the operator's actions and the safety
+timer in `core.controls`, the circuit breaker in `core.breaker`. Risk sees the
+portfolio and the market only through the read-only views below.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from loguru import logger
 
 from core.bus import EventBus
 from core.clock import Clock
 from core.config import Settings
-from core.events import (
-    BreakerReset,
-    BreakerTripped,
-    DrawdownExceeded,
-    IntentClamped,
-    RiskRejected,
-    TradingStateChanged,
-)
-from core.marketdata import MarketDataFeed
-from core.model import BUY, LIMIT, OrderIntent, TradingState
-from core.portfolio import Portfolio
+from core.events import IntentClamped, RiskRejected, TradingStateChanged
+from core.model import BUY, LIMIT, HaltReason, OrderIntent, Position, Quote, TradingState
+
+
+class PortfolioView(Protocol):
+    """What risk reads of the books (core.portfolio.Portfolio is one)."""
+
+    @property
+    def positions(self) -> Mapping[str, Position]: ...
+
+    @property
+    def equity(self) -> float: ...
+
+    @property
+    def gross_exposure(self) -> float: ...
+
+
+class MarketView(Protocol):
+    """What risk reads of the market (core.marketdata.MarketDataFeed is one)."""
+
+    def latest(self, symbol: str) -> Quote | None: ...
+
+    def is_stale(self, symbol: str) -> bool: ...
+
 
 # Which limit bound an order (compared by identity in _apply_limits).
 _NO_LIMIT = "none"
@@ -67,8 +86,8 @@ class RiskManager:
         limits: RiskLimits,
         bus: EventBus,
         clock: Clock,
-        portfolio: Portfolio,
-        feed: MarketDataFeed,
+        portfolio: PortfolioView,
+        feed: MarketView,
         broker_connected: Callable[[], bool],
     ) -> None:
         self.limits = limits
@@ -81,11 +100,6 @@ class RiskManager:
         self.state_reason = ""
         self.trip_reason = ""
         self._sent: deque[float] = deque()
-        self._drawdown_alerted = False
-        # The P&L at which the breaker trips. After an operator reset while the loss is
-        # still beyond the limit, it re-arms at the P&L of that moment: any further loss
-        # trips again at once, instead of re-tripping on the very next quote.
-        self._rearmed_at: float | None = None
         self.clamped_count = 0
         self.rejected_count = 0
 
@@ -101,6 +115,13 @@ class RiskManager:
         self._bus.publish(TradingStateChanged(previous, state, reason, self._clock.now()))
         return True
 
+    @property
+    def halt_reason(self) -> HaltReason | None:
+        """Why trading is halted; None unless HALTED."""
+        if self.state is not TradingState.HALTED:
+            return None
+        return HaltReason.of(self.state_reason)
+
     def halt(self, reason: str) -> bool:
         """No new risk; a tripped breaker stays tripped (it is the stronger state)."""
         if self.state is TradingState.TRIPPED:
@@ -112,58 +133,25 @@ class RiskManager:
             return False
         return self._set_state(TradingState.ACTIVE, reason)
 
-    def trip(self, reason: str) -> bool:
+    def enter_tripped(self, reason: str) -> bool:
+        """The breaker's state change (core.breaker decides and acts on it)."""
         if self.state is TradingState.TRIPPED:
             return False
         self.trip_reason = reason
-        self._set_state(TradingState.TRIPPED, reason)
-        self._bus.publish(BreakerTripped(reason, self._portfolio.daily_pnl, self._clock.now()))
-        return True
+        return self._set_state(TradingState.TRIPPED, reason)
 
-    def reset_breaker(self, reason: str) -> bool:
+    def leave_tripped(self, reason: str) -> bool:
+        """Back to ACTIVE after a breaker reset (core.breaker.CircuitBreaker.reset)."""
         if self.state is not TradingState.TRIPPED:
             return False
         self.trip_reason = ""
-        pnl = self._portfolio.daily_pnl
-        self._rearmed_at = pnl if pnl <= -self.limits.daily_loss_limit else None
-        self._set_state(TradingState.ACTIVE, reason)
-        self._bus.publish(BreakerReset(reason, self._clock.now()))
-        return True
-
-    def start_new_day(self) -> None:
-        self._rearmed_at = None
-        self._drawdown_alerted = False
+        return self._set_state(TradingState.ACTIVE, reason)
 
     def restore(self, state: TradingState, reason: str) -> None:
         """Put back a persisted state on start (a restart does not clear a trip)."""
         self.state, self.state_reason = state, reason
         if state is TradingState.TRIPPED:
             self.trip_reason = reason
-
-    # ----------------------------------------------------------------- limits
-    def evaluate(self) -> bool:
-        """Check P&L-based limits; returns True when the breaker tripped just now."""
-        pnl = self._portfolio.daily_pnl
-        limit = self.limits.daily_loss_limit
-        rearmed = self._rearmed_at
-        breached = pnl <= -limit if rearmed is None else pnl < rearmed
-        if breached and self.state is not TradingState.TRIPPED:
-            extra = "" if rearmed is None else " (further loss after an operator reset)"
-            return self.trip(f"daily loss limit: P&L {pnl:+,.2f} <= -{limit:,.2f}{extra}")
-        dd = self._portfolio.drawdown_pct
-        if dd >= self.limits.drawdown_alert_pct and not self._drawdown_alerted:
-            self._drawdown_alerted = True
-            summary = self._portfolio.summary()
-            self._bus.publish(
-                DrawdownExceeded(dd, summary.peak_equity, summary.equity, self._clock.now())
-            )
-        elif dd < self.limits.drawdown_alert_pct / 2:
-            self._drawdown_alerted = False  # re-arm once it has clearly recovered
-        return False
-
-    def loss_limit_usage(self) -> float:
-        """Fraction of the daily loss limit used (0 when in profit)."""
-        return max(0.0, -self._portfolio.daily_pnl) / self.limits.daily_loss_limit
 
     # -------------------------------------------------------------- pre-trade
     def review(self, intent: OrderIntent, position: int) -> int:

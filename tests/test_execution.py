@@ -138,7 +138,7 @@ async def test_reconcile_reports_each_mismatch_and_halts(tmp_path: Path) -> None
     assert rig.system.execution.reconcile() == ()
     # the broker books a trade we never heard of
     rig.system.portfolio.position("MSFT").quantity = 3
-    rig.system.reconcile()
+    rig.system.controls.reconcile()
     mismatches = rig.of(PositionMismatch)
     assert [(m.symbol, m.internal_quantity, m.broker_quantity) for m in mismatches] == [
         ("MSFT", 3, 0)

@@ -98,7 +98,7 @@ async def test_an_operator_halt_survives_restart(
     db, s = db_and_settings
     first = await open_session(s, db)
     await run(first, 1)
-    first.rig.system.halt("operator halt (h)")
+    first.rig.system.halt("h")
     await run(first, 1)
     await first.stop()
     second = await open_session(s, db, start=first.rig.clock.now())
@@ -180,7 +180,7 @@ async def test_the_trading_day_follows_the_exchange_calendar(tmp_path: Path) -> 
     rig = build_rig(s, start=friday)
     await rig.system.start(drive_broker=False)
     await run_simulated(rig.system, rig.venue, rig.clock, timedelta(seconds=2))
-    rig.system.risk.trip("test trip")
+    rig.system.risk.enter_tripped("test trip")
 
     def tick_at(when: datetime) -> None:
         assert isinstance(rig.clock, SimClock)

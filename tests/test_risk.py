@@ -3,13 +3,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from core.bus import EventBus
 from core.clock import SimClock
-from core.events import BreakerTripped, DrawdownExceeded, IntentClamped, RiskRejected
+from core.events import IntentClamped, RiskRejected
 from core.marketdata import MarketDataFeed
-from core.model import Fill, OrderIntent, OrderType, Quote, Side, TradingState
+from core.model import Fill, OrderIntent, OrderType, Quote, Side
 from core.portfolio import Portfolio
 from core.risk import RiskLimits, RiskManager
 
@@ -31,6 +29,7 @@ class Rig:
     portfolio: Portfolio
     feed: MarketDataFeed
     clock: SimClock
+    bus: EventBus
     events: list[object] = field(default_factory=list)
     connected: bool = True
 
@@ -51,7 +50,7 @@ def make(limits: RiskLimits = LIMITS, cash: float = 50_000) -> Rig:
     feed = MarketDataFeed(bus, clock, ("AAPL", "MSFT"), max_jump_pct=50, stale_after_seconds=5)
     holder: dict[str, Rig] = {}
     risk = RiskManager(limits, bus, clock, portfolio, feed, lambda: holder["rig"].connected)
-    rig = Rig(risk, portfolio, feed, clock)
+    rig = Rig(risk, portfolio, feed, clock, bus)
     holder["rig"] = rig
     bus.subscribe_all(rig.events.append)
     rig.quote("AAPL", 99.99, 100.01)
@@ -139,43 +138,3 @@ def test_price_collar_rejects_far_limits() -> None:
 def test_zero_quantity_is_rejected() -> None:
     rig = make()
     assert rig.risk.review(buy(0), 0) == 0
-
-
-def test_breaker_trips_on_daily_loss_and_only_operator_or_new_day_resets() -> None:
-    rig = make()
-    rig.hold("AAPL", 100, 100.0)
-    rig.quote("AAPL", 89.99, 90.01)  # -$1,000
-    assert rig.risk.evaluate() is True
-    assert rig.risk.state is TradingState.TRIPPED
-    assert any(isinstance(e, BreakerTripped) for e in rig.events)
-    assert rig.risk.evaluate() is False  # trips once
-    assert rig.risk.resume() is False  # resume does not clear a trip
-    rig.risk.halt("later halt")
-    assert rig.risk.state is TradingState.TRIPPED
-    assert rig.risk.reset_breaker("operator") is True
-    assert rig.risk.state is TradingState.ACTIVE
-
-
-def test_drawdown_alert_fires_once_per_excursion() -> None:
-    rig = make(LIMITS, cash=10_000)
-    rig.hold("AAPL", 50, 100.0)
-    rig.quote("AAPL", 104.99, 105.01)  # peak 10_250
-    rig.risk.evaluate()
-    rig.quote("AAPL", 99.99, 100.01)  # -2.4 %
-    rig.risk.evaluate()
-    rig.risk.evaluate()
-    assert len([e for e in rig.events if isinstance(e, DrawdownExceeded)]) == 1
-    dd = next(e for e in rig.events if isinstance(e, DrawdownExceeded))
-    assert dd.drawdown_pct == pytest.approx((10_250 - 10_000) / 10_250 * 100, rel=1e-3)
-
-
-def test_reset_while_beyond_limit_rearms_at_that_loss() -> None:
-    rig = make()
-    rig.hold("AAPL", 100, 100.0)
-    rig.quote("AAPL", 89.99, 90.01)  # -$1,000
-    assert rig.risk.evaluate()
-    assert rig.risk.reset_breaker("operator looked")
-    assert rig.risk.evaluate() is False  # the same loss does not re-trip at once
-    rig.quote("AAPL", 89.89, 89.91)  # a further -$10
-    assert rig.risk.evaluate() is True
-    assert "further loss" in rig.risk.trip_reason

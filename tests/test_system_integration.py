@@ -114,7 +114,7 @@ async def test_adverse_move_trips_breaker_flattens_and_halts(tmp_path: Path) -> 
     assert rig.venue.positions() == {}
     assert any("TRIPPED" in r.reason for r in rig.of(RiskRejected))
     # an explicit reset brings back ACTIVE and trading works again
-    assert rig.system.reset_breaker("test reset")
+    assert rig.system.reset_breaker("test").ok
     states = [e.state for e in rig.of(TradingStateChanged)]
     assert states[-2:] == [TradingState.TRIPPED, TradingState.ACTIVE]
     await rig.system.stop()
@@ -167,6 +167,6 @@ async def test_stop_file_halts_and_cancels_within_a_second(tmp_path: Path) -> No
     s.stop_file.unlink()
     await run_simulated(rig.system, rig.venue, rig.clock, timedelta(seconds=1))
     assert rig.system.risk.state is TradingState.HALTED
-    ok, _ = rig.system.resume()
-    assert ok and rig.system.risk.state is TradingState.ACTIVE
+    assert rig.system.resume().ok
+    assert rig.system.risk.state is TradingState.ACTIVE
     await rig.system.stop()

@@ -200,7 +200,7 @@ async def test_heartbeat_writes_file_and_database_and_the_final_state(tmp_path: 
 
 def _quotes(rig_system: object, clock: SimClock, symbols: tuple[str, ...]) -> None:
     for symbol in symbols:
-        rig_system.on_quote(  # type: ignore[attr-defined]
+        rig_system.pipeline.on_quote(  # type: ignore[attr-defined]
             Quote(symbol, clock.now(), 100.0, 100.02, 100, 100)
         )
 
@@ -256,7 +256,7 @@ async def test_health_checks_raise_once_per_incident_and_once_on_recovery(
     health.check()
     health.check()
     assert keys()[4:] == ["health:reconcile"]
-    system.reconcile()
+    system.controls.reconcile()
     health.check()
     assert keys()[5:] == ["health:reconcile:ok"]
     await system.stop("test")

@@ -41,6 +41,13 @@ class Strategy:
 
     name: ClassVar[str] = "strategy"
     defaults: ClassVar[Mapping[str, Any]] = {}
+    # Whether the class overrides on_quote: set for every subclass as it is defined. The
+    # quote path calls on_quote only when it is, so a bar strategy costs no call a quote.
+    handles_quotes: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.handles_quotes = cls.on_quote is not Strategy.on_quote
 
     def __init__(self, symbols: Sequence[str], context: StrategyContext, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)

@@ -95,7 +95,7 @@ class _TimedListener:
         self._execution = system.execution
         self.samples = array("q")  # ns per quote: 8 bytes each, no objects
         self._append_sample = self.samples.append
-        self._system_on_quote = system.on_quote
+        self._system_on_quote = system.pipeline.on_quote
         self.triggered_at: dict[str, int] = {}  # symbol -> perf_counter_ns of its order's quote
         self.submit_samples = array("q")
         self.bars = 0
@@ -122,19 +122,19 @@ class _TimedListener:
         self.bars += 1
 
     def on_order_status(self, update: OrderStatusUpdate) -> None:
-        self._system.on_order_status(update)
+        self._system.pipeline.on_order_status(update)
 
     def on_fill(self, fill: Fill) -> None:
-        self._system.on_fill(fill)
+        self._system.pipeline.on_fill(fill)
 
     def on_broker_error(self, code: int, message: str, client_order_id: str | None) -> None:
-        self._system.on_broker_error(code, message, client_order_id)
+        self._system.pipeline.on_broker_error(code, message, client_order_id)
 
     def on_connection_changed(self, connected: bool, message: str) -> None:
-        self._system.on_connection_changed(connected, message)
+        self._system.pipeline.on_connection_changed(connected, message)
 
     def on_feed_switched(self, symbol: str, source: QuoteSource, reason: str) -> None:
-        self._system.on_feed_switched(symbol, source, reason)
+        self._system.pipeline.on_feed_switched(symbol, source, reason)
 
 
 def _percentiles_us(samples: array[int], *qs: float) -> list[float]:
