@@ -7,6 +7,22 @@ import pytest
 from core.config import ConfigError, Settings, load_settings
 from core.model import TradingMode
 
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "tui.commands.cli"]
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The command line of the tree under test (PYTHONPATH), not an installed copy, in ``cwd``
+    (so no ./.env is read) with nothing but ``env``: no PATH, no settings from this shell."""
+    return subprocess.run(
+        [*CLI, *args],
+        env={"PATH": "", "PYTHONPATH": str(REPO), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
 
 def test_defaults_run_sim_with_nothing_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings(env_file=None)
@@ -55,20 +71,8 @@ def test_every_bad_key_gets_its_own_line() -> None:
 
 
 def test_cli_exits_2_before_anything_starts(tmp_path: Path) -> None:
-    env = {
-        "PATH": "",
-        "MAX_LEVERAGE": "0.2",
-        "TRADING_MODE": "moon",
-        "DATA_DIR": str(tmp_path / "d"),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "tui.commands.cli", "--headless"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = {"MAX_LEVERAGE": "0.2", "TRADING_MODE": "moon", "DATA_DIR": str(tmp_path / "d")}
+    proc = run_cli(["--headless"], env, tmp_path)
     assert proc.returncode == 2
     assert "MAX_LEVERAGE: got '0.2'" in proc.stderr
     assert "TRADING_MODE: got 'moon'" in proc.stderr
@@ -76,17 +80,25 @@ def test_cli_exits_2_before_anything_starts(tmp_path: Path) -> None:
 
 
 def test_check_prints_effective_settings(tmp_path: Path) -> None:
+    proc = run_cli(["check"], {"SYMBOLS": "IBM,T"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "SYMBOLS" in proc.stdout and "IBM,T" in proc.stdout
+    assert "settings OK" in proc.stdout
+
+
+def test_cli_subprocesses_import_the_tree_under_test(tmp_path: Path) -> None:
+    # What run_cli runs is this checkout's tui, whatever copy is installed elsewhere.
+    code = "import tui.commands.cli as m; print(m.__file__)"
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.commands.cli", "check"],
-        env={"PATH": "", "SYMBOLS": "IBM,T"},
+        [sys.executable, "-c", code],
+        env={"PATH": "", "PYTHONPATH": str(REPO)},
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "SYMBOLS" in proc.stdout and "IBM,T" in proc.stdout
-    assert "settings OK" in proc.stdout
+    assert Path(proc.stdout.strip()).resolve() == REPO / "tui" / "commands" / "cli.py"
 
 
 def test_settings_are_frozen() -> None:

@@ -8,8 +8,9 @@ depends on wall-clock timing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,22 @@ from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
+from core.backend import ActionResult, BreakerReview, ConsoleBackend, ConsoleInfo
 from core.events import RiskRejected
-from core.model import Alert, AlertSeverity, TargetPosition, TradingState
+from core.model import (
+    Alert,
+    AlertSeverity,
+    HaltReason,
+    OrderStatus,
+    OrderType,
+    Side,
+    TargetPosition,
+    TradingMode,
+    TradingState,
+)
+from core.portfolio import PnlSummary
 from core.simulation import run_simulated
+from core.snapshot import OrderRow, PositionRow, RiskView, SystemSnapshot
 from tests.helpers import T0, SimRig, build_rig, settings
 from tui.console.app import TradingConsoleApp
 from tui.console.screens.confirm import ConfirmScreen
@@ -418,10 +432,14 @@ async def test_core_crash_exits_with_code_1(tmp_path: Path) -> None:
     async with console(tmp_path) as (app, pilot, rig):
         rig.system.fatal_error = RuntimeError("boom")
         await frame(app, pilot)
+        # Read while the App still runs: the operator sees the crash before it exits.
+        crash_notes = [n.message for n in app._notifications if n.title == "CRASH"]
         await rig.system.stopped.wait()
         await pilot.pause()
     assert app.return_code == 1
-    assert any("crashed" in n.message for n in app._notifications) or not app.is_running
+    assert not app.is_running
+    assert len(crash_notes) == 1
+    assert crash_notes[0].startswith("Trading core crashed: RuntimeError('boom')")
 
 
 async def test_rendered_cells_follow_updates(tmp_path: Path) -> None:
@@ -495,3 +513,294 @@ def test_full_screen_snapshot(tmp_path: Path, snap_compare: Any) -> None:
         await frame(app, pilot)
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=trade_a_while)
+
+
+# ---------------------------------------------------------------- the App on a fake backend
+# The App depends on core.backend.ConsoleBackend only: a small fake proves which
+# calls the keys make and that a refused action reaches the operator's screen.
+
+PNL = PnlSummary(
+    realized=-1_500.0,
+    unrealized=-700.0,
+    commissions=12.5,
+    total=-2_212.5,
+    equity=97_787.5,
+    start_equity=100_000.0,
+    peak_equity=100_000.0,
+    drawdown_pct=2.2,
+    max_drawdown_pct=2.2,
+    gross_exposure=1_900.0,
+    leverage=0.02,
+)
+
+
+class FakeBackend:
+    """A ConsoleBackend with a settable state; records every call the App makes."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.refuse: dict[str, str] = {}  # action -> the reason it is refused with
+        self.state = TradingState.ACTIVE
+        self.state_reason = ""
+        self.halt_reason: HaltReason | None = None
+        self.trip_reason = ""
+        self.positions: tuple[PositionRow, ...] = ()
+        self.orders: tuple[OrderRow, ...] = ()
+        self.history: list[Alert] = []
+        self._info = ConsoleInfo(
+            mode=TradingMode.SIM,
+            symbols=("AAPL",),
+            stop_file=tmp_path / "STOP",
+            refresh_hz=4.0,
+            exchange_calendar="XNYS",
+        )
+
+    @property
+    def info(self) -> ConsoleInfo:
+        return self._info
+
+    @property
+    def running(self) -> bool:
+        return True
+
+    @property
+    def fatal_error(self) -> BaseException | None:
+        return None
+
+    def snapshot(self) -> SystemSnapshot:
+        risk = RiskView(
+            state=self.state,
+            state_reason=self.state_reason,
+            halt_reason=self.halt_reason,
+            trip_reason=self.trip_reason,
+            daily_loss_limit=2_000.0,
+            loss_limit_usage=1.1 if self.state is TradingState.TRIPPED else 0.0,
+            max_leverage=2.0,
+            clamped=0,
+            rejected=0,
+        )
+        return SystemSnapshot(
+            now=T0,
+            mode=TradingMode.SIM,
+            account_id="FAKE1",
+            broker_name="fake",
+            connected=True,
+            risk=risk,
+            pnl=PNL,
+            quotes=(),
+            indicators=(),
+            positions=self.positions,
+            orders=self.orders,
+            alerts=(),
+            stale_symbols=(),
+            quotes_accepted=0,
+            quotes_rejected=0,
+            strategy_name="Fake",
+        )
+
+    def load_alert_history(self, alerts: Sequence[Alert]) -> None:
+        self.history = list(alerts)
+
+    async def start(self) -> None:
+        self.calls.append(("start", ""))
+
+    def start_timer(self) -> None:
+        self.calls.append(("start_timer", ""))
+
+    async def stop(self, reason: str) -> None:
+        self.calls.append(("stop", reason))
+
+    def _act(self, action: str, detail: str, symbols: tuple[str, ...] = ()) -> ActionResult:
+        self.calls.append((action, detail))
+        if action in self.refuse:
+            return ActionResult(False, self.refuse[action])
+        return ActionResult(True, f"{action} done", symbols)
+
+    def halt(self, detail: str) -> ActionResult:
+        result = self._act("halt", detail)
+        if result.ok:
+            self.state, self.halt_reason = TradingState.HALTED, HaltReason.OPERATOR
+            self.state_reason = HaltReason.OPERATOR.text(detail)
+        return result
+
+    def resume(self, detail: str) -> ActionResult:
+        result = self._act("resume", detail)
+        if result.ok:
+            self.state, self.halt_reason, self.state_reason = TradingState.ACTIVE, None, ""
+        return result
+
+    def flatten(self, detail: str) -> ActionResult:
+        return self._act("flatten", detail, tuple(p.symbol for p in self.positions))
+
+    def reset_breaker(self, detail: str) -> ActionResult:
+        result = self._act("reset_breaker", detail)
+        if result.ok:
+            self.state, self.trip_reason = TradingState.ACTIVE, ""
+        return result
+
+    def breaker_review(self) -> BreakerReview:
+        tripped = self.state is TradingState.TRIPPED
+        usage = 1.1 if tripped else 0.0
+        return BreakerReview(tripped, self.trip_reason, PNL, 2_000.0, usage)
+
+
+def actions(backend: FakeBackend) -> list[tuple[str, str]]:
+    """The operator actions the App asked for (start-up calls left out)."""
+    return [c for c in backend.calls if c[0] not in ("start", "start_timer")]
+
+
+def notes(app: TradingConsoleApp) -> list[tuple[str, str, str]]:
+    return [(n.title, n.message, n.severity) for n in app._notifications]
+
+
+WORKING = OrderRow(
+    client_order_id="c1",
+    created_at=T0,
+    symbol="AAPL",
+    side=Side.BUY,
+    quantity=10,
+    filled=0,
+    order_type=OrderType.LIMIT,
+    limit_price=190.0,
+    avg_fill_price=0.0,
+    status=OrderStatus.SUBMITTED,
+    message="",
+)
+LONG_AAPL = PositionRow("AAPL", 10, 190.0, 1_900.0, -5.0, 0.0, 10, True)
+
+
+@asynccontextmanager
+async def fake_console(
+    tmp_path: Path, backend: FakeBackend | None = None
+) -> AsyncIterator[tuple[TradingConsoleApp, Pilot[None], FakeBackend]]:
+    fake = backend or FakeBackend(tmp_path)
+    typed: ConsoleBackend = fake  # mypy proves the fake implements the protocol
+    app = TradingConsoleApp(typed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        yield app, pilot, fake
+
+
+async def test_fake_backend_is_started_and_given_the_alert_history(tmp_path: Path) -> None:
+    history = [
+        Alert(AlertSeverity.INFO, "b", "newer", T0 - timedelta(hours=1)),
+        Alert(AlertSeverity.INFO, "a", "older", T0 - timedelta(hours=2)),
+    ]
+    fake = FakeBackend(tmp_path)
+    app = TradingConsoleApp(fake, alert_history=history)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert fake.calls == [("start", ""), ("start_timer", "")]
+        assert [a.message for a in fake.history] == ["older", "newer"]  # oldest first
+        assert app.refresh_hz == fake.info.refresh_hz
+
+
+async def test_h_halts_through_the_backend_and_counts_working_orders(tmp_path: Path) -> None:
+    async with fake_console(tmp_path) as (app, pilot, fake):
+        fake.orders = (WORKING, replace(WORKING, client_order_id="c2", status=OrderStatus.FILLED))
+        await pilot.press("h")
+        await pilot.pause()
+        assert actions(fake) == [("halt", "h")]
+        title, message, severity = notes(app)[-1]
+        assert title == "Halted" and severity == "warning"
+        assert "1 working order(s) cancelled" in message
+        assert app.status_bar.text_of("state").strip() == "HALTED"
+        assert "operator halt (h)" in app.status_bar.text_of("reason")
+
+        # h again: the resume dialog names the reason; y asks the backend to resume.
+        await pilot.press("h")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "Halted because: operator halt (h)" in app.screen.body_text
+        await pilot.press("y")
+        await pilot.pause()
+        assert actions(fake) == [("halt", "h"), ("resume", "h")]
+        assert notes(app)[-1][:2] == ("Resumed", "Trading ACTIVE again.")
+        assert app.status_bar.text_of("state").strip() == "ACTIVE"
+
+
+async def test_a_refused_resume_is_shown_with_its_reason(tmp_path: Path) -> None:
+    fake = FakeBackend(tmp_path)
+    fake.state, fake.halt_reason = TradingState.HALTED, HaltReason.STOP_FILE
+    fake.state_reason = HaltReason.STOP_FILE.text()
+    fake.refuse["resume"] = "the STOP file is present: remove it first"
+    async with fake_console(tmp_path, fake) as (app, pilot, _):
+        # The status bar reads the cause from halt_reason, not from the text.
+        assert app.status_bar.text_of("state").strip() == "HALTED (STOP file)"
+        assert str(fake.info.stop_file) in app.status_bar.text_of("reason")
+        await pilot.press("h", "y")
+        await pilot.pause()
+        assert actions(fake) == [("resume", "h")]
+        assert notes(app)[-1] == (
+            "Not resumed",
+            "Not resumed: the STOP file is present: remove it first",
+            "error",
+        )
+        assert app.status_bar.text_of("state").strip() == "HALTED (STOP file)"
+
+
+async def test_a_refused_halt_is_shown_with_its_reason(tmp_path: Path) -> None:
+    fake = FakeBackend(tmp_path)
+    fake.refuse["halt"] = "the core is stopping"
+    async with fake_console(tmp_path, fake) as (app, pilot, _):
+        await pilot.press("h")
+        await pilot.pause()
+        assert actions(fake) == [("halt", "h")]
+        assert notes(app)[-1] == ("Not halted", "Not halted: the core is stopping", "error")
+        assert app.status_bar.text_of("state").strip() == "ACTIVE"
+
+
+async def test_f_y_flattens_through_the_backend(tmp_path: Path) -> None:
+    fake = FakeBackend(tmp_path)
+    fake.positions = (LONG_AAPL,)
+    async with fake_console(tmp_path, fake) as (app, pilot, _):
+        await pilot.press("f")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "AAPL" in app.screen.body_text and "+10" in app.screen.body_text
+        assert actions(fake) == []  # nothing is sent before the operator says yes
+        await pilot.press("y")
+        await pilot.pause()
+        assert actions(fake) == [("flatten", "f")]
+        assert notes(app)[-1][:2] == ("Flatten", "Flatten sent: AAPL.")
+
+        fake.refuse["flatten"] = "broker disconnected"
+        await pilot.press("f", "y")
+        await pilot.pause()
+        assert actions(fake)[-1] == ("flatten", "f")
+        assert notes(app)[-1] == ("Not flattened", "Not flattened: broker disconnected", "error")
+
+
+async def test_r_reviews_the_breaker_and_resets_through_the_backend(tmp_path: Path) -> None:
+    fake = FakeBackend(tmp_path)
+    untripped = FakeBackend(tmp_path)
+    async with fake_console(tmp_path, untripped) as (app, pilot, _):
+        await pilot.press("r")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert "not tripped (state ACTIVE)" in notes(app)[-1][1]
+        assert actions(untripped) == []
+
+    fake.state = TradingState.TRIPPED
+    fake.trip_reason = "daily loss limit: P&L -2,212.50 <= -2,000.00"
+    fake.refuse["reset_breaker"] = "the breaker is no longer tripped"
+    async with fake_console(tmp_path, fake) as (app, pilot, _):
+        await pilot.press("r")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        assert f"Tripped because: {fake.trip_reason}" in dialog.body_text
+        assert "total -2,212.50" in dialog.body_text
+        assert "Daily loss limit: -2,000.00" in dialog.body_text
+        assert "still beyond the limit" in dialog.body_text  # loss_limit_usage >= 1
+        await pilot.press("y")
+        await pilot.pause()
+        assert actions(fake) == [("reset_breaker", "r")]
+        assert notes(app)[-1][:2] == ("Not reset", "Not reset: the breaker is no longer tripped")
+
+        del fake.refuse["reset_breaker"]
+        await pilot.press("r", "y")
+        await pilot.pause()
+        assert actions(fake) == [("reset_breaker", "r"), ("reset_breaker", "r")]
+        assert notes(app)[-1][:2] == ("Breaker reset", "Breaker reset: trading ACTIVE.")
+        assert app.status_bar.text_of("state").strip() == "ACTIVE"

@@ -299,8 +299,8 @@ async def run_headless(settings: Settings) -> int:
 
 
 async def run_tui(settings: Settings) -> int:
+    from tui.commands.console_cmd import run_console
     from tui.commands.runtime import build_runtime
-    from tui.console.app import run_console
 
     runtime = await build_runtime(settings)
     runtime.start_background()

@@ -1,20 +1,23 @@
-"""The console App: hosts a TradingSystem it is handed, shows its snapshot, takes the keys.
+"""The console App: hosts the core it is handed, shows its snapshot, takes the keys.
+
+The App knows the core only as a `core.backend.ConsoleBackend`: it reads
+`snapshot()` and asks for operator actions, each answered with an `ActionResult`.
+`TradingSystem` implements the protocol; tests may hand in a fake.
 
 ARCHITECTURE rule 2, "the UI never follows the tick rate": panes refresh from
-one `TradingSystem.snapshot()` per timer tick (default 4 Hz) inside one
-`batch_update()`, and each pane touches only what changed. The core and the UI
-share this event loop, so every millisecond spent here is taken from quotes.
+one `snapshot()` per timer tick (default 4 Hz) inside one `batch_update()`, and
+each pane touches only what changed. The core and the UI share this event loop,
+so every millisecond spent here is taken from quotes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import tzinfo
 from time import perf_counter
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import exchange_calendars
 from loguru import logger
@@ -26,9 +29,9 @@ from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Label
 
-from core.model import Alert, AlertSeverity, TradingState
+from core.backend import ActionResult, ConsoleBackend
+from core.model import Alert, TradingState
 from core.snapshot import SystemSnapshot
-from core.system import TradingSystem
 from tui.console.screens.confirm import ConfirmScreen
 from tui.console.screens.help import HelpScreen
 from tui.console.widgets.alerts import AlertsPane
@@ -41,10 +44,6 @@ from tui.console.widgets.positions import PositionsPane
 from tui.console.widgets.quotes import QuotesPane
 from tui.console.widgets.status_bar import StatusBar
 from tui.heap import freeze_startup_heap
-
-if TYPE_CHECKING:
-    from storage.rows import AlertRecord
-    from tui.commands.runtime import Runtime
 
 EXIT_OK, EXIT_CRASH = 0, 1
 GRID_ORDER = (1, 5, 4, 3, 2, 6)
@@ -62,7 +61,8 @@ def _pane_binding(n: int, name: str) -> Binding:
 
 
 class TradingConsoleApp(App[None]):
-    """The operator's console. It is handed its core; tests pass a sim system and a fake clock."""
+    """The operator's console. It is handed its core as a `ConsoleBackend`; tests pass a
+    sim system on a fake clock, or a fake backend."""
 
     CSS_PATH = "console.tcss"
     TITLE = "Trading Console"
@@ -141,15 +141,15 @@ class TradingConsoleApp(App[None]):
 
     def __init__(
         self,
-        system: TradingSystem,
+        backend: ConsoleBackend,
         *,
         refresh_hz: float | None = None,
         alert_history: list[Alert] | None = None,
         start_system: bool = True,
     ) -> None:
         super().__init__()
-        self.system = system
-        self.refresh_hz = refresh_hz or system.settings.ui_refresh_hz
+        self.backend = backend
+        self.refresh_hz = refresh_hz or backend.info.refresh_hz
         self._alert_history = list(alert_history or [])  # newest first, as stored
         self._start_system = start_system
         self.animation_level = "none"  # over SSH every animation frame costs bandwidth
@@ -166,8 +166,8 @@ class TradingConsoleApp(App[None]):
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        tz = exchange_timezone(self.system)
-        self.status_bar = StatusBar(tz, self.system.settings.stop_file)
+        tz = exchange_timezone(self.backend.info.exchange_calendar)
+        self.status_bar = StatusBar(tz, self.backend.info.stop_file)
         panes: list[Pane] = [
             QuotesPane(),
             IndicatorsPane(),
@@ -193,10 +193,10 @@ class TradingConsoleApp(App[None]):
 
     async def on_mount(self) -> None:
         # Stored alerts first (oldest first), so this session's alerts sort after them.
-        self.system.alerts.load_history(list(reversed(self._alert_history)))
+        self.backend.load_alert_history(list(reversed(self._alert_history)))
         if self._start_system:
-            await self.system.start()
-            self.system.start_timer()
+            await self.backend.start()
+            self.backend.start_timer()
         self._main_screen = self.screen  # dialogs stack on top; state classes stay here
         self._select_pane(1)
         self.refresh_now()
@@ -224,8 +224,9 @@ class TradingConsoleApp(App[None]):
         self._refresh((*self._every_tick, *self._alternate[self._tick % 2]))
 
     def _refresh(self, panes: Sequence[Pane]) -> None:
-        if self.system.fatal_error is not None:
-            self._on_core_crash(self.system.fatal_error)
+        fatal_error = self.backend.fatal_error
+        if fatal_error is not None:
+            self._on_core_crash(fatal_error)
             return
         main_screen = self._main_screen
         # Not mounted yet, or shutting down: Textual unmounts the widgets before it
@@ -233,7 +234,7 @@ class TradingConsoleApp(App[None]):
         if main_screen is None or not self.is_running:
             return
         started = perf_counter()
-        snapshot = self.system.snapshot()
+        snapshot = self.backend.snapshot()
         with self.batch_update():
             self.status_bar.update_snapshot(snapshot)
             for pane in panes:
@@ -292,17 +293,25 @@ class TradingConsoleApp(App[None]):
 
         self.push_screen(screen, answered)
 
+    def _refused(self, title: str, result: ActionResult) -> None:
+        self.notify(f"{title}: {result.message}", title=title, severity="error")
+
     def action_halt_resume(self) -> None:
-        risk = self.system.risk
+        snapshot = self.backend.snapshot()
+        risk = snapshot.risk
         if risk.state is TradingState.ACTIVE:
-            working = len(self.system.execution.working_orders())
-            self.system.halt("operator halt (h)")
-            self.notify(
-                f"Trading HALTED: no new risk-increasing orders; {working} working order(s) "
-                "cancelled. Press h to resume.",
-                title="Halted",
-                severity="warning",
-            )
+            # Counted before the halt cancels them: the operator reads what was cancelled.
+            working = sum(1 for o in snapshot.orders if o.status.is_working)
+            result = self.backend.halt("h")
+            if result.ok:
+                self.notify(
+                    f"Trading HALTED: no new risk-increasing orders; {working} working "
+                    "order(s) cancelled. Press h to resume.",
+                    title="Halted",
+                    severity="warning",
+                )
+            else:
+                self._refused("Not halted", result)
             self.refresh_now()
         elif risk.state is TradingState.HALTED:
             self._ask(
@@ -327,15 +336,15 @@ class TradingConsoleApp(App[None]):
             )
 
     def _resume(self) -> None:
-        ok, message = self.system.resume("operator resumed (h)")
-        if ok:
+        result = self.backend.resume("h")
+        if result.ok:
             self.notify("Trading ACTIVE again.", title="Resumed")
         else:
-            self.notify(f"Not resumed: {message}", title="Not resumed", severity="error")
+            self._refused("Not resumed", result)
         self.refresh_now()
 
     def action_flatten(self) -> None:
-        snapshot = self.system.snapshot()
+        snapshot = self.backend.snapshot()
         positions = [p for p in snapshot.positions if p.quantity]
         working = [o for o in snapshot.orders if o.status.is_working]
         if not positions and not working:
@@ -358,20 +367,24 @@ class TradingConsoleApp(App[None]):
         )
 
     def _flatten(self) -> None:
-        symbols = self.system.flatten("operator flatten (f)")
-        closing = ", ".join(symbols) if symbols else "no positions left to close"
-        self.notify(f"Flatten sent: {closing}.", title="Flatten", severity="warning")
+        result = self.backend.flatten("f")
+        if result.ok:
+            closing = ", ".join(result.symbols) if result.symbols else "no positions left to close"
+            self.notify(f"Flatten sent: {closing}.", title="Flatten", severity="warning")
+        else:
+            self._refused("Not flattened", result)
         self.refresh_now()
 
     def action_reset_breaker(self) -> None:
-        risk = self.system.risk
-        if risk.state is not TradingState.TRIPPED:
+        review = self.backend.breaker_review()
+        if not review.tripped:
+            state = self.backend.snapshot().risk.state
             self.notify(
-                f"The breaker is not tripped (state {risk.state}); nothing to reset.",
+                f"The breaker is not tripped (state {state}); nothing to reset.",
                 title="Not tripped",
             )
             return
-        pnl = self.system.portfolio.summary()
+        pnl = review.pnl
         # The breaker re-checks today's P&L on every quote: a reset while the loss is
         # still beyond the limit trips again at once. Say so rather than surprise.
         still_beyond = (
@@ -380,19 +393,19 @@ class TradingConsoleApp(App[None]):
                 "WARNING: today's loss is still beyond the limit, so the breaker will",
                 "trip again on the next quote unless DAILY_LOSS_LIMIT is raised.",
             ]
-            if risk.loss_limit_usage() >= 1.0
+            if review.still_beyond_limit
             else []
         )
         self._ask(
             ConfirmScreen(
                 "Reset the circuit breaker?",
                 [
-                    f"Tripped because: {risk.trip_reason}",
+                    f"Tripped because: {review.trip_reason}",
                     "",
                     f"Today's P&L:  total {signed_money(pnl.total)}   "
                     f"realized {signed_money(pnl.realized)}   "
                     f"unrealized {signed_money(pnl.unrealized)}",
-                    f"Daily loss limit: -{risk.limits.daily_loss_limit:,.2f}",
+                    f"Daily loss limit: -{review.daily_loss_limit:,.2f}",
                     *still_beyond,
                     "",
                     "On yes trading returns to ACTIVE (the reset is recorded) and the",
@@ -405,10 +418,11 @@ class TradingConsoleApp(App[None]):
         )
 
     def _reset_breaker(self) -> None:
-        if self.system.reset_breaker("operator reset (r)"):
+        result = self.backend.reset_breaker("r")
+        if result.ok:
             self.notify("Breaker reset: trading ACTIVE.", title="Breaker reset", severity="warning")
         else:
-            self.notify("The breaker was no longer tripped.", title="Not reset")
+            self.notify(f"Not reset: {result.message}", title="Not reset")
         self.refresh_now()
 
     def help_keys(self) -> list[tuple[str, str]]:
@@ -433,7 +447,7 @@ class TradingConsoleApp(App[None]):
     def action_help(self) -> None:
         notes = [
             "",
-            f"STOP file: create {self.system.settings.stop_file} to halt trading "
+            f"STOP file: create {self.backend.info.stop_file} to halt trading "
             "(state shows HALTED (STOP file)); remove it, then h to resume.",
             "Narrow terminals show one pane at a time: number keys switch panes.",
             "Run inside tmux or screen over SSH: a dropped connection does not stop trading.",
@@ -444,7 +458,7 @@ class TradingConsoleApp(App[None]):
         """Every way out (q, ctrl+c, ctrl+q) comes here: confirm if anything is open."""
         if self._stopping:
             return
-        snapshot = self.system.snapshot()
+        snapshot = self.backend.snapshot()
         positions = [p for p in snapshot.positions if p.quantity]
         working = [o for o in snapshot.orders if o.status.is_working]
         if not positions and not working:
@@ -475,7 +489,7 @@ class TradingConsoleApp(App[None]):
     async def _stop_worker(self, reason: str, code: int, message: str | None) -> None:
         # A worker, so the screen keeps painting while the core cancels and drains.
         try:
-            await asyncio.wait_for(self.system.stop(reason), STOP_TIMEOUT_SECONDS)
+            await asyncio.wait_for(self.backend.stop(reason), STOP_TIMEOUT_SECONDS)
         except Exception as exc:  # still leave: the operator asked to go
             logger.opt(exception=exc).error("stop did not finish cleanly")
             code = EXIT_CRASH
@@ -491,36 +505,7 @@ class TradingConsoleApp(App[None]):
         self._stop_and_exit(f"crash: {error!r}", EXIT_CRASH, text)
 
 
-def exchange_timezone(system: TradingSystem) -> tzinfo:
+def exchange_timezone(exchange_calendar: str) -> tzinfo:
     """The exchange's local zone: clocks and order times read as the exchange's day."""
     # exchange-calendars caches calendars, so this is the instance the core uses.
-    return exchange_calendars.get_calendar(system.settings.exchange_calendar).tz
-
-
-def alerts_from_records(records: Sequence[AlertRecord]) -> list[Alert]:
-    """Stored alert rows back into Alerts (order kept: newest first)."""
-    alerts = []
-    for r in records:
-        try:
-            severity = AlertSeverity(r.severity)
-        except ValueError:
-            severity = AlertSeverity.WARNING  # an unknown level is shown, not dropped
-        alerts.append(Alert(severity, r.key, r.message, r.ts))
-    return alerts
-
-
-async def run_console(runtime: Runtime) -> int:
-    """Run the console on an assembled runtime; returns 0 on a clean stop, 1 on a crash."""
-    history = alerts_from_records(await runtime.database.recent_alerts(200))
-    app = TradingConsoleApp(runtime.system, alert_history=history)
-    try:
-        await app.run_async()
-    finally:
-        if runtime.system.running:
-            # The UI left without the quit path (an exception in a widget): still
-            # cancel working orders and record the day before the caller closes storage.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(runtime.system.stop("console exited"), STOP_TIMEOUT_SECONDS)
-    if runtime.system.fatal_error is not None:
-        return EXIT_CRASH
-    return EXIT_CRASH if app.return_code not in (None, EXIT_OK) else EXIT_OK
+    return exchange_calendars.get_calendar(exchange_calendar).tz

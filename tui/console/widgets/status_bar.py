@@ -15,9 +15,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label
 
-from core.model import TradingMode, TradingState
+from core.model import HaltReason, TradingMode, TradingState
 from core.snapshot import SystemSnapshot
-from core.system import STOP_FILE_REASON
 from tui.console.widgets.base import set_label_text
 
 MODE_LABEL = {TradingMode.SIM: "SIM", TradingMode.PAPER: "PAPER", TradingMode.LIVE: "LIVE"}
@@ -97,8 +96,8 @@ def state_label(snapshot: SystemSnapshot) -> str:
         return "TRIPPED"
     if not snapshot.connected:
         return "DISCONNECTED"
-    if risk.state is TradingState.HALTED and risk.state_reason == STOP_FILE_REASON:
-        return f"HALTED ({STOP_FILE_REASON})"
+    if risk.state is TradingState.HALTED and risk.halt_reason is HaltReason.STOP_FILE:
+        return f"HALTED ({HaltReason.STOP_FILE.value})"
     return str(risk.state)
 
 
@@ -112,7 +111,7 @@ def state_words(snapshot: SystemSnapshot, stop_file: Path | None = None) -> str:
         underneath = f"{risk.state}" + (f": {risk.state_reason}" if risk.state_reason else "")
         return f"BROKER DISCONNECTED: no orders can be sent; reconnecting (state {underneath})"
     if risk.state is TradingState.HALTED:
-        if risk.state_reason == STOP_FILE_REASON:
+        if risk.halt_reason is HaltReason.STOP_FILE:
             where = str(stop_file) if stop_file is not None else "the STOP file"
             return f"STOP file present: remove {where}, then h to resume"
         return f"HALTED: {risk.state_reason or 'operator'} - no new risk; h to resume"
