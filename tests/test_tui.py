@@ -7,6 +7,7 @@ depends on wall-clock timing.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,7 +23,16 @@ from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from core.backend import ActionResult, BreakerReview, ConsoleBackend, ConsoleInfo
+from core.backend import (
+    ActionResult,
+    BreakerReview,
+    ConsoleBackend,
+    ConsoleInfo,
+    OrderRow,
+    PositionRow,
+    RiskView,
+    SystemSnapshot,
+)
 from core.events import RiskRejected
 from core.model import (
     Alert,
@@ -37,7 +47,6 @@ from core.model import (
 )
 from core.portfolio import PnlSummary
 from core.simulation import run_simulated
-from core.snapshot import OrderRow, PositionRow, RiskView, SystemSnapshot
 from tests.helpers import T0, SimRig, build_rig, settings
 from tui.console.app import TradingConsoleApp
 from tui.console.screens.confirm import ConfirmScreen
@@ -179,7 +188,7 @@ async def test_r_resets_only_when_tripped(tmp_path: Path) -> None:
         assert any("not tripped" in n.message for n in app._notifications)
 
         await run_sim(rig, 1)
-        rig.system.risk.trip("daily loss limit: test")
+        rig.system.risk.enter_tripped("daily loss limit: test")
         await frame(app, pilot)
         assert app.status_bar.has_class("-tripped")
         assert app.screen.has_class("-tripped")
@@ -404,7 +413,7 @@ async def test_stop_file_shows_halted(tmp_path: Path) -> None:
 async def test_tripped_state_shows_its_reason_everywhere(tmp_path: Path) -> None:
     async with console(tmp_path, size=(80, 24)) as (app, pilot, rig):
         await run_sim(rig, 1)
-        rig.system.risk.trip("daily loss limit: P&L -2,100.00 <= -2,000.00")
+        rig.system.risk.enter_tripped("daily loss limit: P&L -2,100.00 <= -2,000.00")
         await frame(app, pilot)
         assert app.status_bar.text_of("state").strip() == "TRIPPED"
         reason = app.status_bar.text_of("reason")
@@ -804,3 +813,22 @@ async def test_r_reviews_the_breaker_and_resets_through_the_backend(tmp_path: Pa
         assert actions(fake) == [("reset_breaker", "r"), ("reset_breaker", "r")]
         assert notes(app)[-1][:2] == ("Breaker reset", "Breaker reset: trading ACTIVE.")
         assert app.status_bar.text_of("state").strip() == "ACTIVE"
+
+
+def test_the_console_imports_nothing_of_core_but_backend_and_model() -> None:
+    # The import-linter contract forbids the engines by name; this says what is allowed.
+    console = Path(__file__).resolve().parent.parent / "tui" / "console"
+    seen: dict[str, set[str]] = {}
+    for path in sorted(console.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                if name.split(".")[0] in ("core", "storage"):
+                    seen.setdefault(name, set()).add(path.name)
+    assert set(seen) == {"core.backend", "core.model"}, seen

@@ -29,9 +29,8 @@ from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Label
 
-from core.backend import ActionResult, ConsoleBackend
+from core.backend import ActionResult, ConsoleBackend, SystemSnapshot
 from core.model import Alert, TradingState
-from core.snapshot import SystemSnapshot
 from tui.console.screens.confirm import ConfirmScreen
 from tui.console.screens.help import HelpScreen
 from tui.console.widgets.alerts import AlertsPane

@@ -7,8 +7,8 @@ from datetime import date, tzinfo
 from textual.app import ComposeResult
 from textual.widget import Widget
 
+from core.backend import SystemSnapshot
 from core.model import Alert, AlertSeverity
-from core.snapshot import SystemSnapshot
 from tui.console.widgets.base import Cell, Column, DiffTable, Pane, seq_sort_key
 from tui.console.widgets.format import SEVERITY_TAGS
 

@@ -23,7 +23,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Label
 from textual.widgets.data_table import ColumnKey
 
-from core.snapshot import SystemSnapshot
+from core.backend import SystemSnapshot
 
 # A cell is its text, or its text and a component class from the .tcss
 # (e.g. "cell--negative") that decides how it looks.
@@ -188,7 +188,8 @@ class DiffTable(DataTable[Text]):
     # identity: sync() replaces the object only when the text changed, so
     # unchanged cells reuse their rendered lines. A row that only moved (a new
     # order on top of a newest-first table) gets its mouse metadata relabelled
-    # instead of a full re-render. Private hook; Textual is pinned (pyproject).
+    # instead of a full re-render. Private hooks, kept in this module alone; Textual is
+    # pinned for them (pyproject.toml).
     def _render_cell(
         self,
         row_index: int,
@@ -254,8 +255,9 @@ class DiffTable(DataTable[Text]):
         20 quote rows change every tick. Every cell this table writes is a single
         style, no-wrap, single-width Text on a one-line row, which comes down to
         "pad, justify, crop, style". Anything else (wide characters, spans, the
-        header) returns None and goes the long way. tests/test_tui.py compares the
-        two renderings character by character and style by style.
+        header) returns None and goes the long way. The two renderings are compared
+        character by character and style by style in
+        tests/test_tui.py::test_fast_cell_rendering_matches_datatable.
         """
         if not isinstance(value, Text) or value.spans or self.cell_padding * 2 >= width:
             return None

@@ -11,7 +11,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, Sparkline
 
-from core.snapshot import IndicatorRow, SystemSnapshot
+from core.backend import IndicatorRow, SystemSnapshot
 from tui.console.widgets.base import Cell, Column, DiffTable, Pane, set_label_text
 from tui.console.widgets.format import number, signed_qty, spark
 

@@ -7,8 +7,8 @@ from datetime import tzinfo
 from textual.app import ComposeResult
 from textual.widget import Widget
 
+from core.backend import OrderRow, SystemSnapshot
 from core.model import OrderStatus
-from core.snapshot import OrderRow, SystemSnapshot
 from tui.console.widgets.base import Cell, Column, DiffTable, Pane, seq_sort_key
 from tui.console.widgets.format import MISSING, clock_time, price
 

@@ -6,8 +6,8 @@ from textual.app import ComposeResult
 from textual.containers import Grid
 from textual.widgets import Label, ProgressBar
 
+from core.backend import SystemSnapshot
 from core.model import TradingState
-from core.snapshot import SystemSnapshot
 from tui.console.widgets.base import Pane, set_label_text
 from tui.console.widgets.format import money, sign_class, signed_money, signed_pct, whole_money
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.widget import Widget
 
-from core.snapshot import PositionRow, SystemSnapshot
+from core.backend import PositionRow, SystemSnapshot
 from tui.console.widgets.base import Cell, Column, DiffTable, Pane
 from tui.console.widgets.format import MISSING, price, sign_class, signed_money, signed_qty
 

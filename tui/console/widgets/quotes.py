@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.widget import Widget
 
-from core.snapshot import QuoteRow, SystemSnapshot
+from core.backend import QuoteRow, SystemSnapshot
 from tui.console.widgets.base import Cell, Column, DiffTable, Pane
 from tui.console.widgets.format import age, price, sign_class, signed_pct, spread
 

@@ -15,8 +15,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label
 
+from core.backend import SystemSnapshot
 from core.model import HaltReason, TradingMode, TradingState
-from core.snapshot import SystemSnapshot
 from tui.console.widgets.base import set_label_text
 
 MODE_LABEL = {TradingMode.SIM: "SIM", TradingMode.PAPER: "PAPER", TradingMode.LIVE: "LIVE"}
