@@ -30,7 +30,7 @@ _INF = math.inf
 @dataclass(slots=True)
 class _SymbolState:
     last: Quote | None = None
-    last_mid: float | None = None  # last.mid, kept so each quote computes one mid, not three
+    last_mid: float | None = None  # last.mid (None exactly when last is): one mid a quote
     jump_candidate: float | None = None
     jump_confirmations: int = 0  # 0 exactly when jump_candidate is None
     accepted: int = 0
@@ -62,7 +62,8 @@ class MarketDataFeed:
         # Fast path for the overwhelmingly common good quote: the same rules as
         # `_invalid_reason` in a handful of comparisons (NaN fails every one of them, so
         # `0 < bid <= ask < inf` also proves both finite). Anything it does not clear
-        # takes the full path, which names the reason.
+        # takes the full check, which names the reason. Both end in the one acceptance
+        # below. tests/test_hot_path.py runs this against the full check alone.
         symbol = quote.symbol
         state = self._state.get(symbol)
         bid, ask, last = quote.bid, quote.ask, quote.last
@@ -73,29 +74,27 @@ class MarketDataFeed:
             and quote.bid_size >= 0
             and quote.ask_size >= 0
         ):
-            mid = (bid + ask) / 2.0  # exactly Quote.mid
+            mid = (bid + ask) / 2.0  # Quote.mid written out: a property call fewer
             reference = state.last_mid
-            if reference is None or abs(mid - reference) / reference <= self._max_jump:
-                # `_accept` written out: this runs for every quote.
-                if state.jump_confirmations:
-                    state.jump_candidate, state.jump_confirmations = None, 0
-                state.last = quote
-                state.last_mid = mid
-                state.accepted += 1
-                self._bus.publish(QuoteReceived(quote))
-                return True
-        reason = self._invalid_reason(quote)
-        if reason is not None:
-            self._reject(symbol, reason)
-            return False
-        self._accept(self._state[symbol], quote, quote.mid)
-        return True
-
-    def _accept(self, state: _SymbolState, quote: Quote, mid: float) -> None:
+            if reference is not None and abs(mid - reference) / reference > self._max_jump:
+                state = None  # a jump: the full check decides (it may re-anchor)
+        else:
+            state = None
+        if state is None:
+            reason = self._invalid_reason(quote)
+            if reason is not None:
+                self._reject(symbol, reason)
+                return False
+            state = self._state[symbol]
+            mid = quote.mid
+        # Accepted. A quote within the jump limit ends any run of jump candidates.
+        if state.jump_confirmations:
+            state.jump_candidate, state.jump_confirmations = None, 0
         state.last = quote
         state.last_mid = mid
         state.accepted += 1
         self._bus.publish(QuoteReceived(quote))
+        return True
 
     def _invalid_reason(self, q: Quote) -> str | None:
         if q.symbol not in self._symbols:
@@ -113,26 +112,27 @@ class MarketDataFeed:
 
     def _jump_reason(self, q: Quote) -> str | None:
         state = self._state[q.symbol]
-        if state.last is None:
+        reference = state.last_mid  # the mid of the last accepted quote, as the fast path
+        if reference is None:
             return None
-        reference = state.last.mid
-        move = abs(q.mid - reference) / reference
+        mid = q.mid
+        move = abs(mid - reference) / reference
         if move <= self._max_jump:
             state.jump_candidate, state.jump_confirmations = None, 0
             return None
         candidate = state.jump_candidate
-        if candidate is not None and abs(q.mid - candidate) / candidate <= self._max_jump:
+        if candidate is not None and abs(mid - candidate) / candidate <= self._max_jump:
             state.jump_confirmations += 1
         else:
             state.jump_confirmations = 1
-        state.jump_candidate = q.mid
+        state.jump_candidate = mid
         if state.jump_confirmations >= JUMP_CONFIRMATIONS:
             logger.warning(
                 "quote level re-anchored after {n} consistent jumps",
                 symbol=q.symbol,
                 n=state.jump_confirmations,
                 old=reference,
-                new=q.mid,
+                new=mid,
             )
             state.jump_candidate, state.jump_confirmations = None, 0
             return None

@@ -131,14 +131,18 @@ def test_book_step_continues_from_a_price_set_from_outside() -> None:
 
 
 class _ReferenceFeed(MarketDataFeed):
-    """The validation as it reads in `_invalid_reason`, with no fast path."""
+    """The validation as it reads in `_invalid_reason`, with no fast path, and the
+    acceptance written plainly (the cache, the count, the event)."""
 
     def on_raw_quote(self, quote: Quote) -> bool:
         reason = self._invalid_reason(quote)
         if reason is not None:
             self._reject(quote.symbol, reason)
             return False
-        self._accept(self._state[quote.symbol], quote, quote.mid)
+        state = self._state[quote.symbol]
+        state.last, state.last_mid = quote, quote.mid
+        state.accepted += 1
+        self._bus.publish(QuoteReceived(quote))
         return True
 
 
@@ -156,6 +160,8 @@ def test_feed_fast_path_accepts_and_rejects_exactly_like_full_validation() -> No
     mid = 100.0
     for i in range(20_000):
         mid *= math.exp(rng.gauss(0, 0.02))  # sometimes jumps beyond 5%
+        if rng.random() < 0.003:
+            mid *= rng.choice([0.8, 1.25])  # a gap that holds: confirmed, then re-anchored
         bid, ask = mid - 0.01, mid + 0.01
         roll = rng.random()
         if roll < 0.02:
@@ -171,12 +177,15 @@ def test_feed_fast_path_accepts_and_rejects_exactly_like_full_validation() -> No
         symbol = rng.choice(["A", "B", "B", "ZZZ"])
         quote = Quote(symbol, T0 + timedelta(seconds=i), bid, ask, *sizes, last)
         assert fast.on_raw_quote(quote) == slow.on_raw_quote(quote), quote
+        assert fast.latest(quote.symbol) == slow.latest(quote.symbol)
     assert fast.accepted == slow.accepted and fast.rejected == slow.rejected
     assert [type(e) for e in fast_seen] == [type(e) for e in slow_seen]
     assert [e.reason for e in fast_seen if isinstance(e, QuoteRejected)] == [
         e.reason for e in slow_seen if isinstance(e, QuoteRejected)
     ]
     assert fast.accepted and fast.rejected  # both paths were exercised
+    reasons = [e.reason for e in fast_seen if isinstance(e, QuoteRejected)]
+    assert sum(r.startswith("jump") for r in reasons) > 50
 
 
 # ------------------------------------------------------------------ bus
