@@ -116,23 +116,17 @@ class Portfolio:
             self._recompute_market_value()
         else:
             self._market_value += quantity * (price - previous)
-        # _update_peak written out: this runs for every quote of a held symbol.
+        self._update_peak()
+        return True
+
+    def _update_peak(self) -> None:
+        """The intraday peak and the worst drawdown from it, after equity moved."""
         equity = self.cash + self._market_value
         peak = self._peak_equity
         if equity > peak:
             self._peak_equity = equity
         elif peak > 0:
             dd = (peak - equity) / peak * 100.0
-            if dd > self._max_drawdown_pct:
-                self._max_drawdown_pct = dd
-        return True
-
-    def _update_peak(self) -> None:
-        equity = self.cash + self._market_value
-        if equity > self._peak_equity:
-            self._peak_equity = equity
-        elif self._peak_equity > 0:
-            dd = (self._peak_equity - equity) / self._peak_equity * 100.0
             if dd > self._max_drawdown_pct:
                 self._max_drawdown_pct = dd
 
