@@ -24,7 +24,7 @@ from core.bus import EventBus
 from core.clock import SimClock
 from core.events import IntentClamped, QuoteReceived, QuoteRejected, RiskRejected
 from core.marketdata import MarketDataFeed
-from core.model import Bar, Fill, OrderIntent, OrderType, Quote, QuoteSource, Side
+from core.model import Bar, Fill, OrderIntent, OrderType, Quote, QuoteSource, Side, mid_of
 from core.portfolio import PnlSummary, Portfolio
 from core.risk import RiskLimits, RiskManager
 from storage.database import Database
@@ -188,6 +188,38 @@ def test_feed_fast_path_accepts_and_rejects_exactly_like_full_validation() -> No
     assert fast.accepted and fast.rejected  # both paths were exercised
     reasons = [e.reason for e in fast_seen if isinstance(e, QuoteRejected)]
     assert sum(r.startswith("jump") for r in reasons) > 50
+
+
+def test_written_out_mids_are_mid_of() -> None:
+    # The feed's fast path, the bar builder and the sim book compute a quote's mid
+    # without a call; each must give mid_of's very float (exact by design: the same
+    # expression), or a jump limit, a bar's high or a mark could differ by an ulp.
+    rng = random.Random(23)
+    feed = MarketDataFeed(
+        EventBus(), SimClock(T0), ("A",), max_jump_pct=math.inf, stale_after_seconds=5
+    )
+    bars: list[Bar] = []
+    builder = BarBuilder(1, bars.append)  # two quotes a bar: opened, then updated
+    book = Book("A", random.Random(0), random.Random(0), 100.0, 0.0)
+    quotes = []
+    for i in range(5_000):
+        bid = rng.choice([0.01, 0.03, 1.0, 99.99, 123.456, 1e-300, 1e300]) * rng.uniform(0.5, 2)
+        ask = bid + rng.choice([0.0, 1e-12, 0.01, 0.07, bid])
+        quote = Quote("A", T0 + timedelta(milliseconds=500 * i), bid, ask, 100, 100)
+        quotes.append(quote)
+        assert quote.mid == mid_of(bid, ask)
+        assert feed.on_raw_quote(quote)
+        assert feed._state["A"].last_mid == mid_of(bid, ask)  # what the next jump check uses
+        builder.on_quote(quote)
+        book.bid, book.ask = bid, ask
+        assert book.mark == mid_of(bid, ask)
+    builder.close_due(T0 + timedelta(hours=2))
+    mids = [mid_of(q.bid, q.ask) for q in quotes]
+    assert [b.open for b in bars] == mids[0::2]  # a bar's first quote
+    assert [b.close for b in bars] == mids[1::2]  # the open bar's shortcut
+    assert [(b.high, b.low) for b in bars] == [
+        (max(pair), min(pair)) for pair in zip(mids[0::2], mids[1::2], strict=True)
+    ]
 
 
 # ------------------------------------------------------------------ bus

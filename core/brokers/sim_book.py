@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.model import OrderStatus, OrderType, Quote, QuoteSource, Side
+from core.model import OrderStatus, OrderType, Quote, QuoteSource, Side, mid_of
 
 # A long pause (laptop sleep, debugger) must not burst millions of quotes:
 # only the last minute of a gap is generated.
@@ -194,9 +194,9 @@ class Book:
 
     @property
     def mark(self) -> float:
-        # Computed exactly as Quote.mid is, so anyone marking at the last quote's
-        # mid values a position to the same float as the venue does.
-        return (self.bid + self.ask) / 2.0
+        # The rule Quote.mid uses, so anyone marking at the last quote's mid values a
+        # position to the same float as the venue does.
+        return mid_of(self.bid, self.ask)
 
     def recentre(self) -> None:
         # Bid and ask sit on cents symmetrically around a half-cent grid point, so the
