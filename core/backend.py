@@ -106,7 +106,8 @@ class SystemSnapshot:
     quotes: tuple[QuoteRow, ...]
     indicators: tuple[IndicatorRow, ...]
     positions: tuple[PositionRow, ...]
-    orders: tuple[OrderRow, ...]  # newest first
+    orders: tuple[OrderRow, ...]  # newest first, the latest 200
+    working_orders: int  # every working order, however old (the list above may not hold it)
     alerts: tuple[Alert, ...]  # newest first
     stale_symbols: tuple[str, ...]
     quotes_accepted: int

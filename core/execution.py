@@ -458,6 +458,10 @@ class ExecutionEngine:
     def working_orders(self) -> list[Order]:
         return [self.orders[i] for i in self._working.values()]
 
+    @property
+    def working_count(self) -> int:
+        return len(self._working)
+
     def reconcile(self, settle: timedelta = timedelta(0)) -> tuple[PositionMismatch, ...]:
         """Compare internal positions with the broker's; publish each mismatch.
 

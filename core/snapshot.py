@@ -110,6 +110,7 @@ class SnapshotBuilder:
             indicators=tuple(self._indicator_row(s) for s in self._symbols),
             positions=self._position_rows(self._broker.positions()),
             orders=self._order_rows(),
+            working_orders=self._execution.working_count,
             alerts=self._alert_list(),
             stale_symbols=tuple(feed.stale_symbols()),
             quotes_accepted=sum(feed.accepted.values()),

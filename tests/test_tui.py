@@ -600,6 +600,7 @@ class FakeBackend:
             indicators=(),
             positions=self.positions,
             orders=self.orders,
+            working_orders=sum(1 for o in self.orders if o.status.is_working),
             alerts=(),
             stale_symbols=(),
             quotes_accepted=0,

@@ -300,7 +300,7 @@ class TradingConsoleApp(App[None]):
         risk = snapshot.risk
         if risk.state is TradingState.ACTIVE:
             # Counted before the halt cancels them: the operator reads what was cancelled.
-            working = sum(1 for o in snapshot.orders if o.status.is_working)
+            working = snapshot.working_orders
             result = self.backend.halt("h")
             if result.ok:
                 self.notify(
@@ -345,7 +345,7 @@ class TradingConsoleApp(App[None]):
     def action_flatten(self) -> None:
         snapshot = self.backend.snapshot()
         positions = [p for p in snapshot.positions if p.quantity]
-        working = [o for o in snapshot.orders if o.status.is_working]
+        working = snapshot.working_orders
         if not positions and not working:
             self.notify("Nothing to flatten: no open positions or working orders.", title="Flat")
             return
@@ -357,7 +357,7 @@ class TradingConsoleApp(App[None]):
         ]
         lines += [
             "",
-            f"Working orders: {len(working)} (re-targeted to zero / cancelled).",
+            f"Working orders: {working} (re-targeted to zero / cancelled).",
             f"Trading state stays {snapshot.risk.state}; flatten works in every state.",
         ]
         self._ask(
@@ -459,14 +459,14 @@ class TradingConsoleApp(App[None]):
             return
         snapshot = self.backend.snapshot()
         positions = [p for p in snapshot.positions if p.quantity]
-        working = [o for o in snapshot.orders if o.status.is_working]
+        working = snapshot.working_orders
         if not positions and not working:
             self._stop_and_exit("operator quit", EXIT_OK)
             return
         held = ", ".join(f"{p.symbol} {signed_qty(p.quantity)}" for p in positions) or "none"
         lines = [
             f"Open positions: {held}",
-            f"Working orders: {len(working)}",
+            f"Working orders: {working}",
             "",
             "On quit: working orders are CANCELLED; positions are LEFT OPEN at the broker.",
             "To close them first, answer n and press f (flatten).",
