@@ -1,6 +1,6 @@
 """The protocol through which the core hands orders to durable storage.
 
-The core defines it; whoever assembles the system (tui/cli.py) supplies an
+The core defines it; whoever assembles the system (tui/commands/runtime.py) supplies an
 implementation (storage.recorder.Recorder). Keeping it here keeps core free of
 storage imports.
 """

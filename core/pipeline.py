@@ -93,7 +93,7 @@ class TradingPipeline:
         if not self._feed.on_raw_quote(quote):
             return  # malformed: dropped and counted by the feed, never seen by a strategy
         symbol = quote.symbol
-        mid = (quote.bid + quote.ask) / 2.0  # Quote.mid written out (a property call fewer)
+        mid = (quote.bid + quote.ask) / 2.0  # Quote.mid (model.mid_of) written out: a call fewer
         day_open = self._day_open_mid
         if symbol not in day_open:
             day_open[symbol] = mid

@@ -2,7 +2,7 @@
 
     python -m tests.crash_drill --kills 20 --seed 1 --workdir /tmp/drill
 
-Runs ``python -m tui.cli --headless`` in ``--workdir`` (DATA_DIR and STOP file there)
+Runs ``python -m tui.commands.cli --headless`` in ``--workdir`` (DATA_DIR and STOP file there)
 against the sim venue, which keeps its orders and fills in ``SIM_STATE_FILE`` and so
 stands in for a broker that outlives the console. Each run is killed with SIGKILL
 after a seeded random delay and restarted; the last run is stopped with SIGINT. Then

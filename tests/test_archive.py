@@ -1,4 +1,4 @@
-"""storage.archive and tui.archive_cmd: Parquet export, import and quote pruning against
+"""storage.archive and tui.commands.archive_cmd: Parquet export, import and quote pruning against
 real SQLite files, read back the way pandas and pyarrow users read them."""
 
 from __future__ import annotations

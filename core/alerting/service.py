@@ -1,7 +1,7 @@
 """Everything that watches a running TradingSystem, started and stopped as one piece.
 
 The alert manager (outbound channels), the heartbeat, the health checks and the
-crash reporter. The assembly (tui/runtime.py) builds it, calls `start()` once the
+crash reporter. The assembly (tui/commands/runtime.py) builds it, calls `start()` once the
 loop runs and `close()` before the process exits; `close()` drains the alert
 queues with a deadline so the last alerts — a crash above all — get out first.
 """
