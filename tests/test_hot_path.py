@@ -311,26 +311,47 @@ def test_mark_reports_whether_equity_can_have_moved() -> None:
 # ------------------------------------------------------------------ recorder
 
 
-async def test_recorder_quote_rows_are_quote_row(tmp_path: Path) -> None:
+def _reference_quote_row(q: Quote) -> tuple[Any, ...]:
+    """A quote's row the plain way: attribute reads, isoformat() in UTC, str(source)."""
+    ts = q.ts if q.ts.tzinfo is not None else q.ts.replace(tzinfo=UTC)  # naive is UTC
+    text = ts.astimezone(UTC).isoformat(timespec="microseconds")
+    return (q.symbol, text, q.bid, q.ask, q.bid_size, q.ask_size, q.last, str(q.source))
+
+
+async def test_recorder_quote_rows_are_the_plain_rows_of_the_quotes(tmp_path: Path) -> None:
+    # The recorder's quote handler (storage.event_rows) writes PendingRows.add out and
+    # calls quote_row, which unpacks the quote and looks its source text up: quote_row
+    # gives the plain rows, and those are the rows that reach the database.
+    import sqlite3
+
+    quotes = []
+    ts = T0 - timedelta(microseconds=3)
+    for i in range(3_000):
+        ts += timedelta(microseconds=[1, 999_999, 123_457, 1_000_000, 1_000][i % 5])
+        quotes.append(Quote("A", ts, 1.0 + i / 1e4, 1.01, 100, 200, None, QuoteSource.SIM))
+    quotes.append(Quote("B", ts.astimezone(timezone(timedelta(hours=2))), 2.0, 2.5, 1, 2))
+    quotes.append(Quote("C", ts.replace(tzinfo=None), 2.0, 2.5, 1, 2, 2.2, QuoteSource.POLL))
+    quotes.append(Quote("D", ts, 3.0, 3.5, 1, 2, None, QuoteSource.REPLAY))
+    quotes.append(Quote("E", ts, 3.0, 3.5, 0, 0, 3.25, QuoteSource.STREAM))
+    expected = [_reference_quote_row(q) for q in quotes]
+    assert [quote_row(q) for q in quotes] == expected
     db = await Database.open(tmp_path / "t.db")
     try:
         bus = EventBus()
         recorder = Recorder(db, bus, flush_rows=1_000_000)
-        quotes = []
-        ts = T0 - timedelta(microseconds=3)
-        for i in range(3_000):
-            ts += timedelta(microseconds=[1, 999_999, 123_457, 1_000_000][i % 4])
-            quotes.append(Quote("A", ts, 1.0, 1.01, 100, 200, None, QuoteSource.SIM))
-        quotes.append(Quote("B", ts.astimezone(timezone(timedelta(hours=2))), 2.0, 2.5, 1, 2))
-        quotes.append(Quote("C", ts.replace(tzinfo=None), 2.0, 2.5, 1, 2, 2.2, QuoteSource.POLL))
-        quotes.append(Quote("D", ts, 3.0, 3.5, 1, 2, None, QuoteSource.REPLAY))
         for q in quotes:
             bus.publish(QuoteReceived(q))
-        assert recorder._pending["quotes"] == [quote_row(q) for q in quotes]
         assert recorder.pending_rows == len(quotes)
         await recorder.stop()
     finally:
         await db.close()
+    conn = sqlite3.connect(tmp_path / "t.db")
+    try:
+        columns = "symbol, ts, bid, ask, bid_size, ask_size, last, source"
+        stored = conn.execute(f"SELECT {columns} FROM quotes ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+    assert stored == expected
 
 
 # ------------------------------------------------------------------ portfolio (written out)

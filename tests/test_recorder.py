@@ -185,16 +185,16 @@ async def test_stop_flushes_everything_and_ends_run(
     assert recorder.pending_rows == 0
 
 
-async def test_order_events_are_snapshots_taken_at_publish_time(
+async def test_order_events_are_recorded_as_they_were_published(
     make_recorder: Callable[..., Recorder], db: Database
 ) -> None:
     bus = EventBus()
     recorder = make_recorder(db, bus, flush_rows=1000, flush_ms=60_000)
     order = make_order()
-    bus.publish(OrderSubmitted(order, T0))
+    bus.publish(OrderSubmitted(order.snapshot(), T0))
     order.transition(OrderStatus.SUBMITTED, T0 + timedelta(seconds=1), "acked")
-    bus.publish(OrderUpdated(order, T0 + timedelta(seconds=1)))
-    # The live object moves on before anything is flushed.
+    bus.publish(OrderUpdated(order.snapshot(), T0 + timedelta(seconds=1)))
+    # The engine's live order moves on before anything is flushed.
     order.transition(OrderStatus.PARTIALLY_FILLED, T0 + timedelta(seconds=2), "part")
     order.apply_fill_quantity(40, 100.0, 0.5)
 
@@ -208,7 +208,7 @@ async def test_order_events_are_snapshots_taken_at_publish_time(
     assert stored is not None
     assert (stored.status, stored.filled_quantity) == (OrderStatus.SUBMITTED, 0)
 
-    bus.publish(OrderUpdated(order, T0 + timedelta(seconds=2)))
+    bus.publish(OrderUpdated(order.snapshot(), T0 + timedelta(seconds=2)))
     await recorder.flush()
     stored = await db.order("c-1")
     assert stored == order
@@ -315,13 +315,13 @@ async def test_a_damaged_journal_is_folded_up_to_the_damage_and_kept_aside(
 async def test_a_journal_that_is_never_found_fully_committed_sheds_its_committed_part(
     db: Database, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import storage.recorder
+    import storage.journal_compaction
 
-    monkeypatch.setattr(storage.recorder, "JOURNAL_COMPACT_BYTES", 1)
+    monkeypatch.setattr(storage.journal_compaction, "JOURNAL_COMPACT_BYTES", 1)
     writer = WriterProcess(db_path)
     recorder = Recorder(db, EventBus(), flush_rows=1000, flush_ms=60_000, writer=writer)
     await recorder.write_order(make_order("c-1"))
-    flushing = asyncio.create_task(recorder._flush_chunk())  # one batch (flush() loops)
+    flushing = asyncio.create_task(recorder._flusher.flush_chunk())  # one batch (flush() loops)
     await asyncio.sleep(0)  # c-1's batch is taken and on its way to the writer process
     await recorder.write_order(make_order("c-2"))  # journaled while that batch is in flight
     await flushing
@@ -363,7 +363,7 @@ async def test_write_order_supersedes_older_pending_snapshots(
     bus = EventBus()
     recorder = make_recorder(db, bus, flush_rows=1000, flush_ms=60_000)
     order = make_order()
-    bus.publish(OrderSubmitted(order, T0))
+    bus.publish(OrderSubmitted(order.snapshot(), T0))
     order.transition(OrderStatus.SUBMITTED, T0 + timedelta(seconds=1))
     order.broker_order_id = "77"
     await recorder.write_order(order)
@@ -399,8 +399,8 @@ async def test_every_recorded_event_type_lands_in_its_table(
     events: list[object] = [
         quote(0),
         BarClosed(Bar("AAPL", T0, T0 + timedelta(minutes=1), 1.0, 2.0, 0.5, 1.5, 9)),
-        OrderSubmitted(order, T0),
-        OrderRejected(order, "no margin", T0, error_code=201),
+        OrderSubmitted(order.snapshot(), T0),
+        OrderRejected(order.snapshot(), "no margin", T0, error_code=201),
         fill(),
         IntentClamped(intent, 200, "max position", T0),
         RiskRejected(intent, "halted", T0),
@@ -551,7 +551,7 @@ async def test_pending_market_data_is_shed_beyond_the_cap_but_orders_never(
 ) -> None:
     bus = EventBus()
     recorder = make_recorder(db, bus, flush_rows=1000, flush_ms=60_000, max_pending_rows=5)
-    bus.publish(OrderSubmitted(make_order(), T0))  # 2 rows: orders + order_events
+    bus.publish(OrderSubmitted(make_order().snapshot(), T0))  # 2 rows: orders + order_events
     for i in range(10):
         bus.publish(quote(i))
     assert recorder.pending_rows == 5
@@ -565,7 +565,7 @@ async def test_pending_market_data_is_shed_beyond_the_cap_but_orders_never(
 async def test_a_quote_backlog_is_written_in_chunks(
     make_recorder: Callable[..., Recorder], db: Database, peek: Callable[[str], int]
 ) -> None:
-    from storage.recorder import QUOTE_CHUNK
+    from storage.pending import QUOTE_CHUNK
 
     bus = EventBus()
     recorder = make_recorder(db, bus, flush_rows=10**9, flush_ms=60_000)
