@@ -29,6 +29,7 @@ from core.brokers.base import Broker
 from core.bus import EventBus
 from core.calendar import TradingCalendar
 from core.clock import Clock
+from core.config import Settings
 from core.events import DailyPnlRecorded
 from core.execution import ExecutionEngine
 from core.model import AlertSeverity, HaltReason, TradingState
@@ -50,6 +51,14 @@ class SafetySettings:
     stop_file: Path
     reconcile_every: timedelta
     reconcile_tolerance_shares: int
+
+    @classmethod
+    def from_settings(cls, s: Settings, reconcile_seconds: float | None = None) -> SafetySettings:
+        return cls(
+            stop_file=s.stop_file,
+            reconcile_every=timedelta(seconds=reconcile_seconds or s.reconcile_seconds),
+            reconcile_tolerance_shares=s.reconcile_tolerance_shares,
+        )
 
 
 class Controls:

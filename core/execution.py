@@ -241,6 +241,13 @@ class ExecutionEngine:
         """Wait until every queued order has been journaled and sent."""
         await self._send_queue.join()
 
+    async def wait_no_working(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until no order works: cancels confirmed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._working and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
     # ------------------------------------------------------------- cancels
     def cancel(self, client_order_id: str, reason: str = "cancel requested") -> None:
         order = self.orders.get(client_order_id)

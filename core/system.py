@@ -106,11 +106,7 @@ class TradingSystem:
             settings.exchange_calendar, timedelta(minutes=settings.daily_reset_offset_minutes)
         )
         self.controls = Controls(
-            SafetySettings(
-                stop_file=settings.stop_file,
-                reconcile_every=timedelta(seconds=reconcile_seconds or settings.reconcile_seconds),
-                reconcile_tolerance_shares=settings.reconcile_tolerance_shares,
-            ),
+            SafetySettings.from_settings(settings, reconcile_seconds),
             bus=bus,
             clock=clock,
             broker=broker,
@@ -237,7 +233,7 @@ class TradingSystem:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.execution.drain(), timeout=5)
         if cancelled:
-            await self._await_cancels(timeout=3.0)
+            await self.execution.wait_no_working(timeout=3.0)
         self.controls.record_daily_pnl()
         self.alerts.raise_alert(AlertSeverity.INFO, "system_stopped", f"Trading stopped: {reason}")
         for task in self._tasks:
@@ -248,12 +244,6 @@ class TradingSystem:
         self._tasks.clear()
         await self.broker.disconnect()
         self.stopped.set()
-
-    async def _await_cancels(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.execution.working_orders() and loop.time() < deadline:
-            await asyncio.sleep(0.02)
 
     @property
     def running(self) -> bool:

@@ -8,12 +8,14 @@ in a tuple instead of alone), and compares what they traded.
 
 from __future__ import annotations
 
+import math
+import random
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from core.events import BreakerTripped, FillReceived, OrderSubmitted, QuoteReceived
-from core.model import Quote, TargetPosition
+from core.model import Quote, TargetPosition, mid_of
 from core.simulation import run_simulated
 from core.strategy.base import Strategy, StrategyOutput
 from core.strategy.every_quote import EveryQuote
@@ -133,11 +135,19 @@ async def test_checking_the_breaker_only_when_equity_moved_trips_as_checking_alw
 
 
 def test_the_pipeline_is_the_brokers_listener_and_the_strategys_context(tmp_path: Path) -> None:
-    rig = build_rig(settings(tmp_path))
+    rig = build_rig(settings(tmp_path, max_quote_jump_pct=math.inf))
     pipeline = rig.system.pipeline
     assert rig.system.strategy.context is pipeline
     quote = Quote("AAPL", rig.clock.now(), 100.0, 100.02, 100, 100)
     pipeline.on_quote(quote)
     assert pipeline.latest_quote("AAPL") == quote
     assert pipeline.day_open_mids == {"AAPL": quote.mid}
-    assert isinstance(TargetPosition("AAPL", 1), tuple)  # values are immutable tuples
+    # The quote path writes Quote.mid out: it must give mid_of's very float (exact by
+    # design, the same expression), or the day's change column could differ by an ulp.
+    rng = random.Random(5)
+    for _ in range(2_000):
+        bid = rng.choice([0.01, 0.03, 1.0, 99.99, 123.456, 1e-300, 1e300]) * rng.uniform(0.5, 2)
+        ask = bid + rng.choice([0.0, 1e-12, 0.01, 0.07, bid])
+        pipeline.start_new_day()
+        pipeline.on_quote(Quote("MSFT", rig.clock.now(), bid, ask, 100, 100))
+        assert pipeline.day_open_mids == {"MSFT": mid_of(bid, ask)}
