@@ -29,6 +29,7 @@ from core.model import (
     Bar,
     Fill,
     Order,
+    OrderSnapshot,
     OrderStatus,
     Quote,
     TradingState,
@@ -232,7 +233,7 @@ class Database:
         row = await self._fetchone("SELECT ts, pid, state, started_at FROM heartbeat WHERE id = 1")
         return None if row is None else heartbeat_from_row(row)
 
-    async def upsert_order(self, order: Order) -> None:
+    async def upsert_order(self, order: Order | OrderSnapshot) -> None:
         async with self.transaction():
             await self.write_rows_in_transaction("orders", [order_row(order)])
 
