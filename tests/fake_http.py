@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 JsonBody = dict[str, Any]
 
@@ -62,7 +62,7 @@ class FakeHttpServer:
         return f"http://{host!s}:{port}"
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> FakeHttpServer:
+    def start(self) -> Self:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -94,7 +94,7 @@ class FakeHttpServer:
         if self._timer is not None:
             self._timer.cancel()
 
-    def __enter__(self) -> FakeHttpServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -119,11 +119,11 @@ async def record_a_day(db: Database) -> None:
     market, limit = orders()
     for order in (market, limit):
         await recorder.write_order(order)
-        bus.publish(OrderSubmitted(order, order.created_at))
+        bus.publish(OrderSubmitted(order.snapshot(), order.created_at))
     market.transition(OrderStatus.FILLED, T0 + timedelta(seconds=1), "filled")
     market.apply_fill_quantity(100, 100.07, 1.0)
     market.broker_order_id = "9001"
-    bus.publish(OrderUpdated(market, T0 + timedelta(seconds=1)))
+    bus.publish(OrderUpdated(market.snapshot(), T0 + timedelta(seconds=1)))
     bus.publish(FillReceived(Fill("e-1", "c-mkt", "AAPL", Side.BUY, 60, 100.05, 0.6, T0)))
     bus.publish(FillReceived(Fill("e-2", "c-mkt", "AAPL", Side.BUY, 40, 100.1, 0.4, T0)))
     bus.publish(BreakerTripped("daily loss", -500.0, T0))
