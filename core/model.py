@@ -252,18 +252,6 @@ class OrderSnapshot(NamedTuple):
     last_message: str
     reduce_only: bool
 
-    @property
-    def remaining(self) -> int:
-        return self.quantity - self.filled_quantity
-
-    @property
-    def is_working(self) -> bool:
-        return self.status.is_working
-
-    def to_order(self) -> Order:
-        """A live Order in this state (a restart's recovery rebuilds the engine's books)."""
-        return Order(*self)
-
 
 @dataclass(slots=True)
 class Order:

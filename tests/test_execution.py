@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -10,7 +11,13 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from core.events import FillReceived, OrderRejected, OrderUpdateRefused, PositionMismatch
+from core.events import (
+    FillReceived,
+    OrderRejected,
+    OrderSubmitted,
+    OrderUpdateRefused,
+    PositionMismatch,
+)
 from core.execution import ORDER_HISTORY
 from core.journal import NullJournal
 from core.model import (
@@ -18,6 +25,7 @@ from core.model import (
     InvalidOrderTransition,
     Order,
     OrderIntent,
+    OrderSnapshot,
     OrderStatus,
     OrderStatusUpdate,
     OrderType,
@@ -302,3 +310,21 @@ async def test_one_log_line_per_sent_batch_names_every_order(tmp_path: Path) -> 
         f"orders sent (2): BUY 3 MSFT {msft.client_order_id} (MSFT {{braces}}); "
         f"BUY 3 SPY {spy.client_order_id} (SPY {{braces}})"
     ]
+
+
+async def test_order_events_carry_a_snapshot_that_later_changes_do_not_touch(
+    tmp_path: Path,
+) -> None:
+    rig = await started(tmp_path)
+    rig.system.execution.on_target(TargetPosition("AAPL", 10, "t"))
+    await run(rig, 1)
+    submitted = rig.of(OrderSubmitted)[0].order
+    order = rig.system.execution.orders[submitted.client_order_id]
+    # the snapshot holds every field of the order, by name
+    assert OrderSnapshot._fields == tuple(f.name for f in dataclasses.fields(Order))
+    assert order.status is OrderStatus.FILLED
+    # taken when it was sent: the fills that came later did not change it
+    assert submitted.status is OrderStatus.PENDING_SUBMIT and submitted.filled_quantity == 0
+    assert order.snapshot() == tuple(getattr(order, name) for name in OrderSnapshot._fields)
+    with pytest.raises(AttributeError):
+        submitted.status = OrderStatus.CANCELLED  # type: ignore[misc]
