@@ -14,22 +14,24 @@ in for a broker that outlives us. One line per order the venue accepted, per
 status change and per fill. Each line is flushed as written, so a SIGKILL of the
 process loses nothing the venue had acknowledged; a line torn by the kill is the
 only one that can be incomplete, and it is ignored on load (the venue had not
-acted on it).
+acted on it). ``restore`` rebuilds the RAM side from those lines on start.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, TextIO, overload
 
 from loguru import logger
 
-from core.brokers.sim_book import VenueOrder
-from core.model import BrokerOrderState, Fill, OrderStatus, Side
+from core.brokers.sim_account import SimAccount
+from core.brokers.sim_book import FIRST_BROKER_ORDER_ID, Book, VenueOrder
+from core.model import BrokerOrderState, Fill, OrderStatus, OrderType, Side
 
 # json.dumps(record, separators=...) builds a new encoder on every call; this is the
 # encoder it builds, made once (same output).
@@ -352,3 +354,125 @@ class SimStateLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def record_order(self, order: VenueOrder) -> None:
+        """The venue has received ``order`` (it is pending submit)."""
+        self.append(
+            {
+                "t": "order",
+                "id": order.client_order_id,
+                "symbol": order.symbol,
+                "side": str(order.side),
+                "qty": order.quantity,
+                "type": str(order.order_type),
+                "limit": order.limit_price,
+            }
+        )
+
+    def record_status(self, order_id: str, status: str, broker_id: str | None = None) -> None:
+        """An order's new status (``"Submitted"`` carries the broker's order id)."""
+        if broker_id is None:
+            self.append({"t": "status", "id": order_id, "status": status})
+        else:
+            self.append({"t": "status", "id": order_id, "status": status, "broker_id": broker_id})
+
+    def record_fill(self, fill: Fill, mid: float) -> None:
+        """A fill, with the book's walk mid at the time so prices resume from it on restart."""
+        self.append(
+            {
+                "t": "fill",
+                "exec_id": fill.exec_id,
+                "id": fill.client_order_id,
+                "symbol": fill.symbol,
+                "side": str(fill.side),
+                "qty": fill.quantity,
+                "price": fill.price,
+                "commission": fill.commission,
+                "ts": fill.ts.isoformat(),
+                "mid": mid,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What ``restore`` hands back to the venue besides what it rebuilt in place."""
+
+    next_broker_id: int  # the first broker order id not yet used
+    exec_seq: int  # fills restored: the next fill's execution id follows on
+    to_place: list[str]  # accepted orders not yet acted on, to queue again, oldest first
+
+
+def restore(
+    records: list[dict[str, Any]],
+    orders: OrderLedger,
+    fills: FillLog,
+    books: Mapping[str, Book],
+    account: SimAccount,
+) -> Restored:
+    """Rebuild orders, fills, cash and positions from the state file's ``records``.
+
+    Fills ``orders``, ``fills`` and ``account``, puts working orders back on their
+    ``books`` and moves each filled book's walk to where the venue left off.
+    """
+    by_id: dict[str, VenueOrder] = {}
+    exec_seq = 0
+    for r in records:
+        kind = r["t"]
+        if kind == "order":
+            by_id[r["id"]] = VenueOrder(
+                client_order_id=r["id"],
+                symbol=r["symbol"],
+                side=Side(r["side"]),
+                quantity=r["qty"],
+                order_type=OrderType(r["type"]),
+                limit_price=r["limit"],
+            )
+        elif kind == "status":
+            order = by_id[r["id"]]
+            order.status = OrderStatus(r["status"])
+            order.broker_order_id = r.get("broker_id") or order.broker_order_id
+        elif kind == "fill":
+            _restore_fill(r, by_id, fills, books, account)
+            exec_seq += 1
+    next_broker_id = FIRST_BROKER_ORDER_ID
+    to_place: list[str] = []
+    for order in by_id.values():
+        orders.add(order)
+        if order.broker_order_id is not None:
+            next_broker_id = max(next_broker_id, int(order.broker_order_id) + 1)
+        if order.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
+            books[order.symbol].working.append(order)
+        elif order.status is OrderStatus.PENDING_SUBMIT:
+            to_place.append(order.client_order_id)  # accepted, not yet acted on
+        else:
+            orders.finish(order)
+    return Restored(next_broker_id, exec_seq, to_place)
+
+
+def _restore_fill(
+    r: dict[str, Any],
+    by_id: dict[str, VenueOrder],
+    fills: FillLog,
+    books: Mapping[str, Book],
+    account: SimAccount,
+) -> None:
+    fill = Fill(
+        r["exec_id"],
+        r["id"],
+        r["symbol"],
+        Side(r["side"]),
+        r["qty"],
+        r["price"],
+        r["commission"],
+        datetime.fromisoformat(r["ts"]),
+    )
+    order = by_id[fill.client_order_id]
+    order.filled += fill.quantity
+    order.status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
+    account.book_fill(fill.symbol, fill.signed_quantity, fill.price, fill.commission)
+    fills.append(fill)
+    book = books.get(fill.symbol)
+    if book is not None:
+        book.walk_mid = r["mid"]  # prices continue where the venue left off
+        book.recentre()
