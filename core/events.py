@@ -1,16 +1,15 @@
 """Typed, past-tense events published on the bus.
 
 Tests capture these to assert on behaviour; the recorder persists them; the
-alert manager turns some of them into alerts. Every event is a value: the ones
-published per quote or per order are NamedTuples (cheap to build), the rest frozen
-dataclasses; an order travels as an `OrderSnapshot`, never as the engine's live `Order`.
+alert manager turns some of them into alerts. The events published per quote or per
+order are plain slots dataclasses, the rest frozen ones (core/model.py says why); an
+order travels as an `OrderSnapshot`, never as the engine's live `Order`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 from core.model import (
     Alert,
@@ -24,7 +23,8 @@ from core.model import (
 )
 
 
-class QuoteReceived(NamedTuple):
+@dataclass(slots=True)
+class QuoteReceived:
     """A quote passed validation and is now the latest for its symbol."""
 
     quote: Quote
@@ -42,7 +42,8 @@ class BarClosed:
     bar: Bar
 
 
-class TargetChanged(NamedTuple):
+@dataclass(slots=True)
+class TargetChanged:
     target: TargetPosition
     ts: datetime
 
@@ -64,14 +65,16 @@ class RiskRejected:
     ts: datetime
 
 
-class OrderSubmitted(NamedTuple):
+@dataclass(slots=True)
+class OrderSubmitted:
     """Journaled and handed to the broker."""
 
     order: OrderSnapshot
     ts: datetime
 
 
-class OrderUpdated(NamedTuple):
+@dataclass(slots=True)
+class OrderUpdated:
     """An order's status, fill quantity or message changed: the order as it now stands."""
 
     order: OrderSnapshot
@@ -95,7 +98,8 @@ class OrderUpdateRefused:
     ts: datetime
 
 
-class FillReceived(NamedTuple):
+@dataclass(slots=True)
+class FillReceived:
     fill: Fill
 
 

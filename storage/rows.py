@@ -124,20 +124,19 @@ _SOURCE_TEXT: dict[QuoteSource, str] = {s: str(s) for s in QuoteSource}
 
 
 def quote_row(q: Quote) -> Row:
-    # Every recorded quote passes here (storage.event_rows): unpacking the NamedTuple
-    # is cheaper than eight attribute reads, and the source text is looked up, so
-    # calling this costs the recorder no more than its old inlined copy of it did.
-    # tests/test_hot_path.py checks the rows against plain attribute reads and str().
-    symbol, ts, bid, ask, bid_size, ask_size, last, source = q
+    # Every recorded quote passes here (storage.event_rows): the source text is looked
+    # up rather than str() on each quote. tests/test_hot_path.py checks the rows against
+    # plain attribute reads and str().
+    source = q.source
     text = _SOURCE_TEXT.get(source)
     return (
-        symbol,
-        to_db_ts(ts),
-        bid,
-        ask,
-        bid_size,
-        ask_size,
-        last,
+        q.symbol,
+        to_db_ts(q.ts),
+        q.bid,
+        q.ask,
+        q.bid_size,
+        q.ask_size,
+        q.last,
         str(source) if text is None else text,
     )
 

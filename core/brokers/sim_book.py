@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
@@ -184,13 +185,15 @@ class Book:
         """A deliberately broken copy of ``quote`` (for validation tests downstream)."""
         kind = self.noise.randrange(4)
         if kind == 0:
-            return quote._replace(bid=math.nan)
+            return dataclasses.replace(quote, bid=math.nan)
         if kind == 1:
-            return quote._replace(bid=-quote.bid)
+            return dataclasses.replace(quote, bid=-quote.bid)
         if kind == 2:
-            return quote._replace(bid=round(quote.ask + quote.spread, 2), ask=quote.bid)
+            return dataclasses.replace(quote, bid=round(quote.ask + quote.spread, 2), ask=quote.bid)
         factor = 1.5 if self.noise.random() < 0.5 else 0.5
-        return quote._replace(bid=round(quote.bid * factor, 2), ask=round(quote.ask * factor, 2))
+        return dataclasses.replace(
+            quote, bid=round(quote.bid * factor, 2), ask=round(quote.ask * factor, 2)
+        )
 
     @property
     def mark(self) -> float:
