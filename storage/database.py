@@ -234,8 +234,9 @@ class Database:
         return None if row is None else heartbeat_from_row(row)
 
     async def upsert_order(self, order: Order | OrderSnapshot) -> None:
+        snapshot = order.snapshot() if isinstance(order, Order) else order
         async with self.transaction():
-            await self.write_rows_in_transaction("orders", [order_row(order)])
+            await self.write_rows_in_transaction("orders", [order_row(snapshot)])
 
     async def insert_fill(self, fill: Fill) -> bool:
         """Store a fill unless its exec id is already known; True when it was new."""

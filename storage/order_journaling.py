@@ -35,7 +35,7 @@ class OrderJournaling:
         """One write to the journal file, done when this returns; the rows also go to
         the database with the next batch. Raises OSError when the write fails: the
         caller must then send none of them."""
-        rows = [order_row(order) for order in orders]
+        rows = [order_row(order.snapshot()) for order in orders]
         try:
             self.journal.append(rows)
         except OSError:

@@ -120,7 +120,7 @@ def day_bounds(day: date) -> tuple[str, str]:
 
 
 # The quotes table's source column, looked up instead of str() on every quote.
-_SOURCE_TEXT: dict[QuoteSource, str] = {s: str(s) for s in QuoteSource}
+SOURCE_TEXT: dict[QuoteSource, str] = {s: str(s) for s in QuoteSource}
 
 
 def quote_row(q: Quote) -> Row:
@@ -128,7 +128,7 @@ def quote_row(q: Quote) -> Row:
     # up rather than str() on each quote. tests/test_hot_path.py checks the rows against
     # plain attribute reads and str().
     source = q.source
-    text = _SOURCE_TEXT.get(source)
+    text = SOURCE_TEXT.get(source)
     return (
         q.symbol,
         to_db_ts(q.ts),
@@ -145,24 +145,44 @@ def bar_row(b: Bar) -> Row:
     return (b.symbol, to_db_ts(b.start), to_db_ts(b.end), b.open, b.high, b.low, b.close, b.ticks)
 
 
-def order_row(o: Order | OrderSnapshot) -> Row:
+def order_row(o: OrderSnapshot) -> Row:
+    # Every order event passes here: one unpacking of the snapshot (its fields in
+    # Order's order, tests/test_execution.py checks) instead of sixteen attribute reads.
+    (
+        client_order_id,
+        symbol,
+        side,
+        quantity,
+        order_type,
+        created_at,
+        limit_price,
+        reason,
+        status,
+        updated_at,
+        filled_quantity,
+        avg_fill_price,
+        commission,
+        broker_order_id,
+        last_message,
+        reduce_only,
+    ) = o
     return (
-        o.client_order_id,
-        o.symbol,
-        str(o.side),
-        o.quantity,
-        str(o.order_type),
-        o.limit_price,
-        str(o.status),
-        o.reason,
-        to_db_ts(o.created_at),
-        None if o.updated_at is None else to_db_ts(o.updated_at),
-        o.filled_quantity,
-        o.avg_fill_price,
-        o.commission,
-        o.broker_order_id,
-        o.last_message,
-        int(o.reduce_only),
+        client_order_id,
+        symbol,
+        str(side),
+        quantity,
+        str(order_type),
+        limit_price,
+        str(status),
+        reason,
+        to_db_ts(created_at),
+        None if updated_at is None else to_db_ts(updated_at),
+        filled_quantity,
+        avg_fill_price,
+        commission,
+        broker_order_id,
+        last_message,
+        int(reduce_only),
     )
 
 

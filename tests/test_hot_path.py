@@ -319,9 +319,9 @@ def _reference_quote_row(q: Quote) -> tuple[Any, ...]:
 
 
 async def test_recorder_quote_rows_are_the_plain_rows_of_the_quotes(tmp_path: Path) -> None:
-    # The recorder's quote handler (storage.event_rows) writes PendingRows.add out and
-    # calls quote_row, which unpacks the quote and looks its source text up: quote_row
-    # gives the plain rows, and those are the rows that reach the database.
+    # The recorder's quote handler (storage.event_rows) writes quote_row and
+    # PendingRows.add out; quote_row looks its source text up: quote_row gives the plain
+    # rows, and the handler's rows that reach the database are those too.
     import sqlite3
 
     quotes = []

@@ -225,7 +225,7 @@ async def test_write_order_is_on_record_when_it_returns_and_in_the_next_batch(
     order = make_order("c-journal")
     await recorder.write_order(order)
     # on record in the journal file before the caller may send it ...
-    assert read_rows(journal_path(db_path)) == [order_row(order)]
+    assert read_rows(journal_path(db_path)) == [order_row(order.snapshot())]
     assert peek("orders") == 0
     # ... and in the database with the next batch, after which the file is emptied
     assert await recorder.flush() == 1
@@ -248,7 +248,7 @@ async def test_orders_journaled_by_a_process_that_died_are_folded_in_on_the_next
     # and in a later state than its journal row.
     later.transition(OrderStatus.SUBMITTED, T0 + timedelta(seconds=1))
     async with db.transaction():
-        await db.write_rows_in_transaction("orders", [order_row(later)])
+        await db.write_rows_in_transaction("orders", [order_row(later.snapshot())])
     first._order_journal.close()  # what the kernel does for a process that died
     second = Recorder(db, EventBus())
     state = await second.load_recovery(T0 - timedelta(hours=1))
@@ -280,7 +280,9 @@ async def test_an_earlier_runs_journal_is_never_emptied_before_it_is_folded_in(
     make_recorder: Callable[..., Recorder], db: Database, db_path: Path
 ) -> None:
     dead = OrderJournalFile(journal_path(db_path))
-    dead.append([order_row(make_order("c-dead"))])  # a console that died before its batch
+    dead.append(
+        [order_row(make_order("c-dead").snapshot())]
+    )  # a console that died before its batch
     dead.close()
     recorder = make_recorder(db, EventBus())  # this run fails before it folds the file
     await recorder.write_order(make_order("c-new"))
@@ -299,7 +301,7 @@ async def test_a_damaged_journal_is_folded_up_to_the_damage_and_kept_aside(
 ) -> None:
     path = journal_path(db_path)
     journal = OrderJournalFile(path)
-    journal.append([order_row(make_order("c-1"))])
+    journal.append([order_row(make_order("c-1").snapshot())])
     journal.close()
     with path.open("ab") as f:
         f.write(bytes(64))  # a zero-filled tail, as a power cut can leave
@@ -307,7 +309,7 @@ async def test_a_damaged_journal_is_folded_up_to_the_damage_and_kept_aside(
     assert await recorder.fold_order_journal() == 1
     assert await db.order("c-1") is not None
     [kept] = list(path.parent.glob("tc.db-orders.damaged-*"))
-    assert kept.stat().st_size == len(encode([order_row(make_order("c-1"))])) + 64
+    assert kept.stat().st_size == len(encode([order_row(make_order("c-1").snapshot())])) + 64
     assert path.stat().st_size == 0
     await recorder.stop()
 
@@ -340,11 +342,11 @@ async def test_a_journal_that_is_never_found_fully_committed_sheds_its_committed
 def test_a_torn_last_journal_write_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "tc.db-orders"
     journal = OrderJournalFile(path)
-    journal.append([order_row(make_order("c-1"))])
+    journal.append([order_row(make_order("c-1").snapshot())])
     journal.close()
     with path.open("ab") as f:
         f.write(b"\x00\x00\x01\x00partial")  # a frame announcing 256 bytes, cut short
-    assert read_rows(path) == [order_row(make_order("c-1"))]
+    assert read_rows(path) == [order_row(make_order("c-1").snapshot())]
 
 
 async def test_a_journal_write_that_fails_raises_and_queues_nothing(

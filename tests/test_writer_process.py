@@ -32,7 +32,7 @@ def quote_rows(n: int, start: int = 0) -> list[tuple[object, ...]]:
 
 
 def order(cid: str) -> tuple[object, ...]:
-    return order_row(Order(cid, "AAPL", Side.BUY, 10, OrderType.MARKET, T0))
+    return order_row(Order(cid, "AAPL", Side.BUY, 10, OrderType.MARKET, T0).snapshot())
 
 
 def count(path: Path, table: str) -> int:
