@@ -21,6 +21,8 @@ server runs on):
     tws.refuse_client_id(1)                          # answer startApi with 326
     tws.reject_next_order(201, "...")                # next placeOrder is rejected
     tws.swallow_next_order()                         # next placeOrder is lost in transit
+    tws.enforce_history_pacing = True                # refuse reqHistoricalData like IB (162)
+    tws.refuse_history(3)                            # refuse the next 3 with a pacing violation
     await tws.stop()
 """
 
@@ -44,6 +46,14 @@ DEFAULT_PRICES: dict[str, tuple[float, float, float]] = {
 }
 COMMISSION_PER_SHARE = 0.005
 COMMISSION_MIN = 1.0
+# IB's error 162 texts (https://interactivebrokers.github.io/tws-api/message_codes.html,
+# historical_limitations.html): a pacing violation cancels the request; a request with no
+# bars (weekend, holiday, before the open) ends with "no data".
+HMDS_ERROR = 162
+PACING_VIOLATION_TEXT = (
+    "Historical Market Data Service error message:Historical data request pacing violation"
+)
+NO_DATA_TEXT = "Historical Market Data Service error message:HMDS query returned no data: "
 
 # Incoming message ids (ib_async/client.py).
 IN_REQ_MKT_DATA = 1
@@ -177,6 +187,12 @@ class FakeTws:
         self._reject_next: tuple[int, str] | None = None
         self._swallow_next = False
         self.send_commissions = True  # False: IB is late with commission reports
+        # IB's historical pacing, on ``now``: an identical request within 15 s, or the 6th
+        # request for one contract within 2 s, is refused with 162 (every request counts).
+        self.enforce_history_pacing = False
+        self.history_log: list[tuple[datetime, str, str]] = []  # (now, contract, request)
+        self.history_refusals: list[tuple[str, str]] = []  # (request, reason) refused
+        self._refuse_history = 0
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -257,6 +273,10 @@ class FakeTws:
     def swallow_next_order(self) -> None:
         """The next placeOrder is lost on the way (TWS never sees it)."""
         self._swallow_next = True
+
+    def refuse_history(self, count: int) -> None:
+        """Refuse the next ``count`` reqHistoricalData with a pacing violation (162)."""
+        self._refuse_history = count
 
     def send_error(self, code: int, message: str, req_id: int = -1) -> None:
         for session in self.ready_sessions:
@@ -554,12 +574,37 @@ class FakeTws:
             if end_text
             else datetime.now(UTC)
         )
+        request = "|".join((symbol, end_text, bar_size, duration, f[18], f[19]))
+        refusal = self._history_refusal(symbol, request)
+        if refusal is not None:
+            self.history_refusals.append((request, refusal))
+            self._error(s, req_id, HMDS_ERROR, PACING_VIOLATION_TEXT)
+            return
         bars = list(_history_bars(self.prices[symbol][2], end, duration, bar_size))
+        if not bars:
+            self._error(s, req_id, HMDS_ERROR, NO_DATA_TEXT + f"{symbol} {end_text}")
+            return
         fields: list[object] = [17, req_id, "", "", len(bars)]
         for ts, o, h, low, c, v in bars:
             date = str(int(ts.timestamp())) if format_date == "2" else ts.strftime("%Y%m%d")
             fields += [date, o, h, low, c, v, (h + low) / 2, 10]
         s.send(*fields)
+
+    def _history_refusal(self, symbol: str, request: str) -> str | None:
+        now = self.now()
+        earlier = list(self.history_log)
+        self.history_log.append((now, symbol, request))
+        if self._refuse_history > 0:
+            self._refuse_history -= 1
+            return "scripted"
+        if not self.enforce_history_pacing:
+            return None
+        if any(r == request and (now - t).total_seconds() < 15 for t, _, r in earlier):
+            return "identical request within 15 s"
+        recent = [t for t, c, _ in earlier if c == symbol and (now - t).total_seconds() < 2]
+        if len(recent) >= 5:
+            return "6th request for the contract within 2 s"
+        return None
 
     # ------------------------------------------------------------------ orders
     def _on_place_order(self, s: _Session, f: list[str]) -> None:

@@ -24,13 +24,14 @@ def test_identical_request_waits_15_seconds() -> None:
     assert pacer.wait_seconds("AAPL|1 D|1 min", "AAPL") == 0.0
 
 
-def test_at_most_six_per_contract_in_two_seconds() -> None:
+def test_at_most_five_per_contract_in_two_seconds() -> None:
+    # IB: "six or more requests for the same contract within two seconds" is a violation.
     pacer, clock = pacer_and_clock()
-    for i in range(6):
+    for i in range(5):
         assert pacer.wait_seconds(f"AAPL|{i}", "AAPL") == 0.0
         pacer.record(f"AAPL|{i}", "AAPL")
         clock.advance(0.1)
-    assert pacer.wait_seconds("AAPL|6", "AAPL") == pytest.approx(2.0 - 0.6)
+    assert pacer.wait_seconds("AAPL|5", "AAPL") == pytest.approx(2.0 - 0.5)
     assert pacer.wait_seconds("MSFT|0", "MSFT") == 0.0  # other contracts are not held up
 
 

@@ -2,8 +2,8 @@
 
 IB cancels historical requests (error 162, "pacing violation") when a client
 makes more than 60 requests in any 10 minutes, repeats an identical request
-within 15 seconds, or makes more than 6 requests for the same contract within
-2 seconds. ``HistoricalPacer`` says how long to wait before a request is
+within 15 seconds, or makes six or more requests for the same contract within
+2 seconds (IB's wording: the sixth is the violation, so at most 5 are allowed). ``HistoricalPacer`` says how long to wait before a request is
 allowed and records it when sent; ``acquire`` does both with an injectable
 sleep so tests run on a SimClock.
 """
@@ -23,7 +23,7 @@ class PacingLimits:
     max_requests: int = 60
     window_seconds: float = 600.0
     identical_gap_seconds: float = 15.0
-    per_contract_max: int = 6
+    per_contract_max: int = 5  # the 6th within the window is IB's violation
     per_contract_window_seconds: float = 2.0
 
     def __post_init__(self) -> None:

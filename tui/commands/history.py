@@ -6,6 +6,13 @@ reqHistoricalData per chunk (a day for minute bars, a week for hour bars, one
 request for daily bars), newest first, every request through the pacer so IB
 never cancels one for pacing. Bars are regular-hours TRADES bars; timestamps
 are the bar start in UTC.
+
+A chunk IB refuses (error 162 "pacing violation", any other request error, or
+no answer in time) is not an empty chunk: it is retried after
+``RETRY_DELAYS`` (each retry also through the pacer), and when it stays refused
+nothing is saved and ``HistoryIncomplete`` names every missing span. Only IB's
+"HMDS query returned no data" (a weekend, a holiday) counts as a chunk without
+bars.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from ib_async import IB, StartupFetchNONE
+from ib_async import IB, RequestError, StartupFetchNONE
+from loguru import logger
 
 from core.brokers.base import BrokerConnectError
 from core.brokers.ib import route_ib_async_logging
 from core.brokers.ib_contracts import qualify_stocks
-from core.brokers.ib_errors import describe_connect_failure
+from core.brokers.ib_errors import HMDS_ERROR, describe_connect_failure
 from core.brokers.ib_pacing import HistoricalPacer
 from core.clock import Clock, LiveClock
 from core.config import Settings
@@ -48,6 +56,25 @@ SCHEMA = pa.schema(
     ]
 )
 REQUEST_TIMEOUT_SECONDS = 60.0
+# Waits before each retry of a refused chunk. IB documents the pacing rules, not a penalty
+# time: the first wait outlasts the 15 s identical-request rule, then it doubles.
+RETRY_DELAYS: tuple[float, ...] = (16.0, 32.0, 64.0)
+_NO_DATA = "returned no data"
+
+
+class HistoryIncomplete(BrokerConnectError):
+    """Some chunks stayed refused after every retry; nothing was saved."""
+
+    def __init__(self, symbol: str, gaps: list[tuple[datetime, datetime, str]], total: int):
+        self.gaps = gaps
+        spans = "; ".join(
+            f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M} UTC ({why})" for a, b, why in gaps
+        )
+        super().__init__(
+            f"{symbol}: {len(gaps)} of {total} requests stayed refused by IB after "
+            f"{len(RETRY_DELAYS) + 1} attempts, nothing saved; missing {spans}. "
+            "Wait 10 minutes (IB's pacing window) and run the download again"
+        )
 
 
 def parse_bar(bar: str) -> tuple[str, timedelta]:
@@ -144,21 +171,21 @@ async def _fetch(
     end = clock.now()
     start = end - timedelta(days=days)
     by_time: dict[datetime, dict[str, Any]] = {}
+    gaps: list[tuple[datetime, datetime, str]] = []
+    requests = 0
+    # Request errors raise (RequestError) instead of ending as an empty list, so a refused
+    # chunk can be told from one without bars. Set after qualifying, which expects lists.
+    ib.RaiseRequestErrors = True
     while end > start:
         span = min(chunk, end - start)
         duration = f"{max(1, round(span.total_seconds() / 86400))} D"
         key = f"{symbol}|{end:%Y%m%d %H:%M:%S}|{duration}|{setting}"
-        await pacer.acquire(key, symbol, sleep)
-        bars = await ib.reqHistoricalDataAsync(
-            contract,
-            end,
-            duration,
-            setting,
-            "TRADES",
-            useRTH=True,
-            formatDate=2,
-            timeout=REQUEST_TIMEOUT_SECONDS,
+        requests += 1
+        bars, refused = await _request_chunk(
+            ib, contract, end, duration, setting, key, symbol, sleep, pacer
         )
+        if refused is not None:
+            gaps.append((end - span, end, refused))
         for b in bars:
             ts = _to_utc(b.date)
             if ts >= start:
@@ -171,4 +198,54 @@ async def _fetch(
                     "volume": float(b.volume),
                 }
         end -= span
+    if gaps:
+        raise HistoryIncomplete(symbol, sorted(gaps), requests)
     return [by_time[t] for t in sorted(by_time)]
+
+
+async def _request_chunk(
+    ib: IB,
+    contract: Any,
+    end: datetime,
+    duration: str,
+    setting: str,
+    key: str,
+    symbol: str,
+    sleep: Callable[[float], Awaitable[object]],
+    pacer: HistoricalPacer,
+) -> tuple[list[Any], str | None]:
+    """One chunk's bars, retried while IB refuses it; (bars, None) or ([], why refused)."""
+    why = ""
+    for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+        if delay:
+            logger.warning(
+                "history {key}: refused ({why}); retry {n} in {delay:g}s",
+                key=key,
+                why=why,
+                n=attempt,
+                delay=delay,
+            )
+            await sleep(delay)
+        await pacer.acquire(key, symbol, sleep)
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                bars = await ib.reqHistoricalDataAsync(
+                    contract,
+                    end,
+                    duration,
+                    setting,
+                    "TRADES",
+                    useRTH=True,
+                    formatDate=2,
+                    timeout=0,  # ours above: ib_async's would end a silent request as []
+                )
+            return list(bars), None
+        except RequestError as exc:
+            if exc.code == HMDS_ERROR and _NO_DATA in exc.message:
+                return [], None  # a weekend or holiday: genuinely no bars
+            why = f"IB {exc.code}: {exc.message}"
+        except TimeoutError:
+            why = f"no answer in {REQUEST_TIMEOUT_SECONDS:g}s"
+        except ConnectionError as exc:
+            why = f"connection lost ({exc})"
+    return [], why
