@@ -332,6 +332,23 @@ class Settings(BaseSettings):
         description="after the automatic export, delete quotes older than this many days from "
         "SQLite (archived days only; 0 keeps them all)",
     )
+    database_quote_days: int = Field(
+        7,
+        ge=0,
+        le=36500,
+        description="days of quotes SQLite keeps (the file grows ~21 GB a day at 2,000 "
+        "quotes/s): older UTC days are exported to Parquet at the daily reset (ARCHIVE_DIR, "
+        "else DATA_DIR/archive) and their quotes deleted once archived; QUOTE_RETENTION_DAYS, "
+        "when set, wins; 0 keeps every quote",
+    )
+    disk_free_warn_gb: float = Field(
+        5.0,
+        ge=0,
+        le=1_000_000,
+        allow_inf_nan=False,
+        description="a WARNING alert when free disk space under DATA_DIR falls below this "
+        "many GB (checked each minute; 0 turns the check off)",
+    )
     ui_refresh_hz: float = Field(
         4.0, gt=0, le=30, description="how often the console panes refresh, per second"
     )

@@ -13,7 +13,9 @@ Timestamps are stored as fixed-width ISO-8601 UTC text
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
@@ -55,8 +57,10 @@ from storage.schema import (
     IMPORT_SQL,
     LIVE_WRITE_SQL,
     MIGRATIONS,
+    SCHEMA_VERSION,
     TABLE_COLUMNS,
     WRITE_ORDER,
+    DatabaseRefused,
     Row,
     SchemaVersionError,
     check_table,
@@ -65,6 +69,88 @@ from storage.schema import (
 
 # Client order ids per IN (...) query: well under SQLite's host-parameter limit.
 _IDS_PER_QUERY = 500
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+__all__ = ["Database", "DatabaseRefused", "check_database_file", "check_directory"]
+
+
+def check_directory(path: Path | str, setting: str) -> None:
+    """Refuse (DatabaseRefused naming ``setting``) a directory that is a file, cannot be
+    created or cannot be written; creates it when missing. A probe file is created and
+    removed: a read-only mount or directory fails here, not in SQLite or the log sink."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DatabaseRefused(
+            f"{setting}={path} is not a directory (it is a file): point {setting} at a "
+            "directory, or move the file away"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DatabaseRefused(
+            f"{setting}={path} is not writable ({exc.strerror or exc}): give this user "
+            f"write access or point {setting} at a writable directory"
+        ) from None
+
+
+def check_database_file(path: Path | str, known_version: int = SCHEMA_VERSION) -> None:
+    """Refuse a database this console must not write to, before anything writes to it.
+
+    Reads only: the header, ``PRAGMA user_version`` and ``PRAGMA quick_check`` over a
+    read-only connection (quick_check reads every page once: ~1 s per GB from the page
+    cache). A missing or empty file is a new database and passes."""
+    path = Path(path)
+    aside = (
+        f"move {path} (and its -wal, -shm and -orders files) aside, then start again to "
+        "create a new database and restore the recorded days from the Parquet archive "
+        "with `trading-console import ARCHIVE_DIR`"
+    )
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    if not path.is_file():
+        raise DatabaseRefused(f"database {path} is not a file: set DATABASE_FILE to a file")
+    if st.st_size == 0:
+        return
+    if st.st_nlink > 1:
+        # SQLite names the -wal file after the path: two names of one file get two WALs,
+        # and the database is corrupted (sqlite.org/howtocorrupt.html, "multiple links").
+        raise DatabaseRefused(
+            f"database {path} has {st.st_nlink} hard links: SQLite cannot share a database "
+            "through hard links; remove the other links (a symbolic link is fine)"
+        )
+    with path.open("rb") as fh:
+        header = fh.read(len(_SQLITE_MAGIC))
+    if header != _SQLITE_MAGIC:
+        raise DatabaseRefused(
+            f"database {path} is not an SQLite database (damaged header); nothing was "
+            f"written to it: {aside}"
+        )
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > known_version:
+                raise SchemaVersionError(
+                    f"database {path} has schema version {version}, but this trading-console "
+                    f"only knows versions up to {known_version}; nothing was written to it: "
+                    "upgrade trading-console, or set DATABASE_FILE to another file"
+                )
+            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(3)").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise DatabaseRefused(
+            f"database {path} is damaged ({'; '.join(problems)[:200]}); nothing was written "
+            f"to it: {aside}"
+        )
 
 
 def read_heartbeat(path: Path | str) -> HeartbeatRecord | None:
@@ -104,9 +190,16 @@ class Database:
         *,
         migrations: Sequence[str] = MIGRATIONS,
         busy_timeout_ms: int = 5000,
+        check: bool = True,
     ) -> Database:
-        """Open (creating if needed) and migrate; ``migrations`` is overridable for tests."""
+        """Open (creating if needed) and migrate; ``migrations`` is overridable for tests.
+
+        A damaged, foreign or newer-schema file raises DatabaseRefused before anything is
+        written to it (``check=False`` when the caller ran ``check_database_file``)."""
         path = Path(path)
+        if check:
+            await asyncio.to_thread(check_directory, path.parent, "the directory of DATABASE_FILE")
+            await asyncio.to_thread(check_database_file, path, len(migrations))
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:

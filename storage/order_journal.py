@@ -21,6 +21,11 @@ zero-filled tail) is copied aside before it is emptied, with an error in the log
 The console holds an exclusive lock on the file while it runs: a second console started on
 the same database stops with ``JournalInUse`` before it trades (its start-up fold would
 otherwise empty the first one's journal, and two consoles would trade one account's books).
+The lock is keyed on the database file itself, not on a name: a ``flock`` on the database's
+inode (``lock_database_file``), taken before the journal's, so a symbolic link, a hard link
+or another relative path to the same file meets the same lock. The journal's path is built
+from the resolved database path (``resolved_database_path``), so every name of the database
+finds the same journal.
 
 Format: frames of a 4-byte big-endian length and a ``marshal`` payload (a list of
 ``order_row`` tuples), the writer process's framing. A torn last frame (killed in
@@ -45,6 +50,62 @@ SUFFIX = "-orders"
 
 class JournalInUse(RuntimeError):
     """Another process (a second console on the same database) holds the order journal."""
+
+
+# The database files this process has opened for its lock, by (device, inode). They stay
+# open until the process exits and are only unlocked: closing any descriptor of a file drops
+# every POSIX lock this process holds on it, SQLite's own included (fcntl(2), "the close
+# problem"), and the console's SQLite connection has the same file open.
+_DATABASE_LOCK_FDS: dict[tuple[int, int], int] = {}
+_DATABASE_LOCKS_HELD: set[tuple[int, int]] = set()
+
+
+def resolved_database_path(path: Path) -> Path:
+    """``path`` with every symbolic link and ``..`` resolved (the file need not exist)."""
+    return Path(os.path.realpath(path))
+
+
+def _in_use(detail: str) -> JournalInUse:
+    return JournalInUse(
+        f"another trading console is using this database: {detail}. Stop that console "
+        "first, or start this one with another DATA_DIR"
+    )
+
+
+def lock_database_file(path: Path) -> tuple[int, int]:
+    """Take the exclusive lock on the database file's inode (creating an empty file when
+    there is none: SQLite treats it as a new database). Returns the key to unlock with;
+    raises JournalInUse when another process, or another holder here, has it."""
+    try:
+        st = os.stat(path)
+        key: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except FileNotFoundError:
+        key = None
+    fd = _DATABASE_LOCK_FDS.get(key) if key is not None else None
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        _DATABASE_LOCK_FDS.setdefault(key, fd)
+        fd = _DATABASE_LOCK_FDS[key]  # a race with another name of the file: keep one fd
+    assert key is not None
+    if key in _DATABASE_LOCKS_HELD:
+        raise _in_use(f"{path} is already open in this process")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(
+            f"{path} (device {key[0]}, inode {key[1]}) is locked by another process"
+        ) from None
+    _DATABASE_LOCKS_HELD.add(key)
+    return key
+
+
+def unlock_database_file(key: tuple[int, int]) -> None:
+    fd = _DATABASE_LOCK_FDS.get(key)
+    if fd is not None and key in _DATABASE_LOCKS_HELD:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        _DATABASE_LOCKS_HELD.discard(key)
 
 
 def journal_path(database_path: Path) -> Path:
@@ -84,8 +145,11 @@ def read_journal(path: Path) -> tuple[list[Row], bool]:
 class OrderJournalFile:
     """Appends order rows to ``path``; opened (and locked) by ``open`` or the first append."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, database: Path | None = None) -> None:
         self.path = path
+        # With ``database``, opening also takes the lock on that file's inode.
+        self.database = database
+        self._database_lock: tuple[int, int] | None = None
         self._fd: int | None = None
         self.size = 0  # bytes in the file: what a batch can compare against later
         # Rows of an earlier run were in the file when it was opened: it is not emptied
@@ -146,6 +210,9 @@ class OrderJournalFile:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+        lock, self._database_lock = self._database_lock, None
+        if lock is not None:
+            unlock_database_file(lock)
 
     def open(self) -> None:
         """Open the file and take its lock; raises JournalInUse when another holds it."""
@@ -154,7 +221,15 @@ class OrderJournalFile:
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = self._locked(self.path)
+            if self.database is not None and self._database_lock is None:
+                self._database_lock = lock_database_file(self.database)
+            try:
+                fd = self._locked(self.path)
+            except BaseException:
+                if self._database_lock is not None:
+                    unlock_database_file(self._database_lock)
+                    self._database_lock = None
+                raise
             self._fd = fd
             self.size = os.fstat(fd).st_size
             self.unfolded = self.size > 0

@@ -138,7 +138,13 @@ DAY_COLUMNS: dict[str, str] = {
 WRITE_ORDER: tuple[str, ...] = tuple(TABLE_COLUMNS)
 
 
-class SchemaVersionError(RuntimeError):
+class DatabaseRefused(RuntimeError):
+    """The database file (or its directory) cannot be used: damaged, newer, not SQLite,
+    not writable. Raised before anything is written; the message names the file and what
+    the operator can do, and the command line turns it into exit code 2."""
+
+
+class SchemaVersionError(DatabaseRefused):
     """The database was written by a newer trading-console than this one."""
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sys
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from core.bus import EventBus
 from core.clock import Clock
 from core.config import Settings
 from core.events import DailyPnlRecorded
+from core.model import AlertSeverity
 from storage.archive import (
     TABLES,
     ArchiveError,
@@ -27,7 +30,7 @@ from storage.archive import (
     import_archive,
     prune_quotes_by_day,
 )
-from storage.database import Database
+from storage.database import Database, DatabaseRefused, check_directory
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -49,7 +52,10 @@ async def run_export(settings: Settings, day: date, to: Path) -> int:
     db_path = _existing_database(settings)
     if db_path is None:
         return _usage_error(f"no database at {settings.database_path}: set DATABASE_FILE")
-    db = await Database.open(db_path)
+    try:
+        db = await Database.open(db_path)
+    except DatabaseRefused as exc:
+        return _usage_error(exc)
     try:
         written = await export_day(db, day, Path(to))
     finally:
@@ -75,7 +81,13 @@ async def run_import(settings: Settings, path: Path) -> int:
     Import a foreign account's archive into a database of its own (DATABASE_FILE=...):
     the console rebuilds positions from every fill in its database on start.
     """
-    db = await Database.open(settings.database_path)
+    if not Path(path).exists():
+        return _usage_error(f"archive {path} does not exist: nothing imported, no database created")
+    try:
+        check_directory(settings.data_dir, "DATA_DIR")
+        db = await Database.open(settings.database_path)
+    except DatabaseRefused as exc:
+        return _usage_error(exc)
     try:
         imported = await import_archive(db, Path(path))
     except (ArchiveError, ValueError) as exc:
@@ -99,7 +111,10 @@ async def run_prune(settings: Settings, before: date, archive_dir: Path) -> int:
     db_path = _existing_database(settings)
     if db_path is None:
         return _usage_error(f"no database at {settings.database_path}: set DATABASE_FILE")
-    db = await Database.open(db_path)
+    try:
+        db = await Database.open(db_path)
+    except DatabaseRefused as exc:
+        return _usage_error(exc)
     try:
         pruned = await prune_quotes_by_day(db, before, Path(archive_dir))
     except ArchiveError as exc:
@@ -113,8 +128,42 @@ async def run_prune(settings: Settings, before: date, archive_dir: Path) -> int:
     return EXIT_OK
 
 
+DiskAlert = Callable[[AlertSeverity, str, str], object]
+GB = 1024**3
+
+
+def quote_retention(settings: Settings) -> tuple[Path | None, int]:
+    """Where finished days are archived and how many days of quotes SQLite keeps.
+
+    QUOTE_RETENTION_DAYS (with ARCHIVE_DIR) wins when set; otherwise DATABASE_QUOTE_DAYS
+    (default 7) bounds the database, archiving to ARCHIVE_DIR or DATA_DIR/archive."""
+    if settings.quote_retention_days > 0:
+        return settings.archive_dir, settings.quote_retention_days
+    if settings.database_quote_days > 0:
+        return settings.archive_dir or settings.data_dir / "archive", settings.database_quote_days
+    return settings.archive_dir, 0
+
+
+def storage_upkeep(
+    settings: Settings, db: Database, bus: EventBus, clock: Clock, alert: DiskAlert
+) -> EndOfDayArchiver:
+    """The console's archiver as configured: export, quote retention and the disk check."""
+    archive_dir, retention = quote_retention(settings)
+    return EndOfDayArchiver(
+        db,
+        bus,
+        clock,
+        archive_dir,
+        quote_retention_days=retention,
+        disk_path=settings.data_dir,
+        disk_free_warn_bytes=int(settings.disk_free_warn_gb * GB),
+        alert=alert,
+    )
+
+
 class EndOfDayArchiver:
-    """Exports each finished UTC day to ``archive_dir``, then prunes old quotes.
+    """Exports each finished UTC day to ``archive_dir``, then prunes old quotes, and
+    watches the free disk space under ``disk_path``.
 
     Runs as a background task of the console. It works once at start (catching up on
     days that ended while the console was down) and again whenever the system records
@@ -125,6 +174,11 @@ class EndOfDayArchiver:
     ``lookback_days`` are left to ``trading-console export``. With
     ``quote_retention_days`` > 0, quotes of days older than that are then pruned from
     SQLite (only when archived; otherwise the refusal is logged and nothing deleted).
+    Without ``archive_dir`` nothing is exported or pruned.
+
+    Every ``disk_check_seconds`` (one ``statvfs``), free space below
+    ``disk_free_warn_bytes`` raises one WARNING alert; another comes only after the space
+    has recovered above the threshold and fallen again.
     """
 
     def __init__(
@@ -132,16 +186,25 @@ class EndOfDayArchiver:
         db: Database,
         bus: EventBus,
         clock: Clock,
-        archive_dir: Path,
+        archive_dir: Path | None,
         *,
         quote_retention_days: int = 0,
         lookback_days: int = 7,
+        disk_path: Path | None = None,
+        disk_free_warn_bytes: int = 0,
+        alert: DiskAlert | None = None,
+        disk_check_seconds: float = 60.0,
     ) -> None:
         self._db = db
         self._clock = clock
-        self._archive_dir = Path(archive_dir)
+        self._archive_dir = None if archive_dir is None else Path(archive_dir)
         self._retention = quote_retention_days
         self._lookback = lookback_days
+        self._disk_path = disk_path
+        self._disk_warn = disk_free_warn_bytes
+        self._alert = alert
+        self._disk_check_seconds = disk_check_seconds
+        self.disk_low = False
         self._wake = asyncio.Event()
         self._wake.set()  # the first pass catches up at start
         self._unsubscribe = bus.subscribe(DailyPnlRecorded, lambda _e: self._wake.set())
@@ -152,7 +215,11 @@ class EndOfDayArchiver:
     async def run(self) -> None:
         try:
             while True:
-                await self._wake.wait()
+                self.check_disk()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._disk_check_seconds)
+                if not self._wake.is_set():
+                    continue
                 self._wake.clear()
                 try:
                     await self.archive_once()
@@ -162,11 +229,39 @@ class EndOfDayArchiver:
         finally:
             self._unsubscribe()
 
+    def check_disk(self) -> int | None:
+        """Free bytes under ``disk_path`` (None when not checked); alerts once when low."""
+        if self._disk_path is None or self._disk_warn <= 0:
+            return None
+        try:
+            free = shutil.disk_usage(self._disk_path).free
+        except OSError as exc:
+            logger.warning(
+                "disk check of {path} failed: {error}", path=str(self._disk_path), error=str(exc)
+            )
+            return None
+        low = free < self._disk_warn
+        if low and not self.disk_low:
+            message = (
+                f"low disk space under DATA_DIR {self._disk_path}: {free / GB:.1f} GB free, "
+                f"below DISK_FREE_WARN_GB={self._disk_warn / GB:g}; the database and logs "
+                "stop when it is full: free space, or lower DATABASE_QUOTE_DAYS"
+            )
+            logger.warning(message)
+            if self._alert is not None:
+                self._alert(AlertSeverity.WARNING, "disk_low", message)
+        self.disk_low = low
+        return free
+
     def _archived(self, day: date) -> bool:
+        assert self._archive_dir is not None
         return any(archive_path(self._archive_dir, t, day).exists() for t in TABLES)
 
     async def archive_once(self) -> list[date]:
         """Export the finished days not archived yet, then prune; returns days exported."""
+        if self._archive_dir is None:
+            self.passes += 1
+            return []
         today = self._clock.now().date()
         exported = []
         for back in range(self._lookback, 0, -1):

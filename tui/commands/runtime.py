@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from loguru import logger
 
@@ -17,8 +19,8 @@ from core.clock import Clock, LiveClock
 from core.config import Settings
 from core.strategy.loader import load_strategy_class
 from core.system import TradingSystem
-from storage.database import Database
-from storage.order_journal import OrderJournalFile, journal_path
+from storage.database import Database, DatabaseRefused, check_database_file, check_directory
+from storage.order_journal import OrderJournalFile, journal_path, resolved_database_path
 from storage.recorder import Recorder
 from storage.writer import WriterProcess
 from tui.commands.logs import install_redaction
@@ -36,20 +38,16 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start_background(self) -> None:
-        """The recorder's writer and, when ARCHIVE_DIR is set, the end-of-day archiver."""
+        """The recorder's writer and the archiver: end-of-day export, quote retention
+        (DATABASE_QUOTE_DAYS / QUOTE_RETENTION_DAYS) and the low-disk warning."""
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
-        settings = self.system.settings
-        if settings.archive_dir is not None:
-            from tui.commands.archive_cmd import EndOfDayArchiver
+        from tui.commands.archive_cmd import storage_upkeep
 
-            archiver = EndOfDayArchiver(
-                self.database,
-                self.system.bus,
-                self.system.clock,
-                settings.archive_dir,
-                quote_retention_days=settings.quote_retention_days,
-            )
-            self._tasks.append(asyncio.create_task(archiver.run(), name="archiver"))
+        system = self.system
+        archiver = storage_upkeep(
+            system.settings, self.database, system.bus, system.clock, system.alerts.raise_alert
+        )
+        self._tasks.append(asyncio.create_task(archiver.run(), name="archiver"))
 
     async def report_crash(self, exc: BaseException, timeout: float = ALERT_DRAIN_SECONDS) -> bool:
         """Send the crash alert now and wait (bounded) for the channels. Idempotent."""
@@ -75,6 +73,13 @@ class Runtime:
         self._tasks.clear()
 
 
+def refuse_to_start(exc: DatabaseRefused) -> NoReturn:
+    """Exit 2 with the one line that names the file and the fix (no traceback, no crash
+    alert: nothing was started and nothing was written)."""
+    print(f"trading-console: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
 async def build_runtime(
     settings: Settings,
     clock: Clock | None = None,
@@ -88,19 +93,29 @@ async def build_runtime(
     load_strategy_class(settings.strategy)  # a bad STRATEGY fails before any file is created
     # A second console on this database stops here, before it reads or writes any of the
     # first one's files (building the sim venue reads its state file and repairs a torn
-    # last line).
-    order_journal = OrderJournalFile(journal_path(settings.database_path))
-    order_journal.open()
+    # last line). The lock is on the database file's inode, whatever name it is given by.
+    # A damaged or newer database is refused next, before anything writes to it.
     try:
+        check_directory(settings.data_dir, "DATA_DIR")
+        db_path = resolved_database_path(settings.database_path)
+        order_journal = OrderJournalFile(journal_path(db_path), database=db_path)
+        order_journal.open()
+    except DatabaseRefused as exc:
+        refuse_to_start(exc)
+    try:
+        await asyncio.to_thread(check_database_file, db_path)
         broker = build_broker(settings, clock)
-        database = await Database.open(settings.database_path)
+        database = await Database.open(db_path, check=False)
+    except DatabaseRefused as exc:
+        order_journal.close()
+        refuse_to_start(exc)
     except BaseException:
         order_journal.close()
         raise
     try:
         bus = EventBus()
         # Rows are written by a child process on the other core (storage.writer_process).
-        writer = WriterProcess(settings.database_path)
+        writer = WriterProcess(db_path)
         recorder = Recorder(
             database,
             bus,
