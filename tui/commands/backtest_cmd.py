@@ -206,22 +206,29 @@ async def run_replay(
     if not db_path.exists():
         return _usage_error(f"no database at {db_path}: give --db PATH or --archive DIR")
     database = await Database.open(db_path)
+    malformed = [0]
     try:
         symbols, first_ts, count = await _scan_day(database, day)
         if first_ts is None:
             return _usage_error(f"no quotes recorded on {day} (UTC) in {db_path}")
-        return await _replay(
+        code = await _replay(
             console,
             settings,
             str(db_path),
             symbols,
             first_ts,
             count,
-            lambda: _db_quotes(database, day),
+            lambda: _db_quotes(database, day, malformed),
             out_dir,
         )
     finally:
         await database.close()
+    if malformed[0]:
+        console.print(
+            f"[yellow]note:[/] {malformed[0]:,} malformed quote rows skipped (a timestamp, "
+            "price or size that is not one)"
+        )
+    return code
 
 
 async def _replay(
@@ -256,21 +263,54 @@ async def _scan_day(database: Database, day: date) -> tuple[list[str], datetime 
     count = 0
     async with contextlib.aclosing(database.iter_day_rows("quotes", day)) as chunks:
         async for rows in chunks:
-            if first is None:
-                first = from_db_ts(rows[0][1])
-            symbols.update(str(r[0]) for r in rows)
-            count += len(rows)
+            for row in rows:
+                quote = quote_from_row(row)
+                if quote is None:
+                    continue
+                if first is None:
+                    first = quote.ts
+                symbols.add(quote.symbol)
+                count += 1
     return sorted(symbols), first, count
 
 
-async def _db_quotes(database: Database, day: date) -> AsyncIterator[Quote]:
+def quote_from_row(row: Sequence[Any]) -> Quote | None:
+    """A quotes-table row as a replayed Quote, or None for a malformed row (a value of the
+    wrong type, a timestamp that is not one): a damaged recording is skipped, not fatal."""
     # Row layout: TABLE_COLUMNS["quotes"] = symbol ts bid ask bid_size ask_size last source.
+    symbol, ts, bid, ask, bid_size, ask_size, last, _source = row
+    if not isinstance(symbol, str) or not isinstance(ts, str):
+        return None
+    prices = (bid, ask) if last is None else (bid, ask, last)
+    if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in prices):
+        return None
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (bid_size, ask_size)):
+        return None
+    try:
+        when = from_db_ts(ts)
+    except (ValueError, OverflowError):
+        return None
+    return Quote(
+        symbol,
+        when,
+        float(bid),
+        float(ask),
+        bid_size,
+        ask_size,
+        None if last is None else float(last),
+        QuoteSource.REPLAY,
+    )
+
+
+async def _db_quotes(database: Database, day: date, malformed: list[int]) -> AsyncIterator[Quote]:
     async with contextlib.aclosing(database.iter_day_rows("quotes", day)) as chunks:
         async for rows in chunks:
-            for symbol, ts, bid, ask, bid_size, ask_size, last, _source in rows:
-                yield Quote(
-                    symbol, from_db_ts(ts), bid, ask, bid_size, ask_size, last, QuoteSource.REPLAY
-                )
+            for row in rows:
+                quote = quote_from_row(row)
+                if quote is None:
+                    malformed[0] += 1
+                    continue
+                yield quote
 
 
 async def _sync_to_async(quotes: Iterator[Quote]) -> AsyncIterator[Quote]:
