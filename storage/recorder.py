@@ -13,7 +13,9 @@ This module assembles the parts, one job each:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import asyncio
+import time
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from loguru import logger
 
 from core.bus import EventBus
 from core.journal import RecoveredState
-from core.model import Order
+from core.model import AlertSeverity, Order
 from storage.alert_rows import AlertRows
 from storage.database import Database
 from storage.event_rows import EventRows
@@ -97,6 +99,22 @@ class Recorder:
     def last_error(self) -> str | None:
         return self._flusher.last_error
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id, when batches go through one (a forced exit kills it)."""
+        return None if self._writer is None else self._writer.pid
+
+    @property
+    def stalled(self) -> bool:
+        """Rows have waited ``storage.flush_loop.STALL_SECONDS`` without a write."""
+        return self._loop.stalled
+
+    def set_alert_sink(
+        self, raise_alert: Callable[[AlertSeverity, str, str], object] | None
+    ) -> None:
+        """Where the recorder's own alerts go (a stalled writer): the core's AlertRaiser."""
+        self._loop.on_alert = raise_alert
+
     # ----------------------------------------------------------------- journal
 
     async def load_recovery(self, day_start: datetime) -> RecoveredState:
@@ -141,14 +159,30 @@ class Recorder:
         until ``stop()``. Write errors are logged and retried with backoff."""
         await self._loop.run()
 
-    async def stop(self) -> None:
-        """Stop listening, end ``run()`` and write what is pending (raises if that fails)."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop listening, end ``run()`` and write what is pending (raises if that fails).
+
+        ``timeout`` bounds the whole stop: a write in flight that has not come back
+        within ``WRITER_ANSWER_SHARE`` of it is taken as a stuck writer process, which
+        is killed (its rows are kept and go to a new child); a final flush still not
+        done when the time is up raises TimeoutError. The journal file is closed and
+        the writer process ends (killed if need be) in every case."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._events.unsubscribe()
-        await self._loop.stop()
+        answer = None if timeout is None else timeout * WRITER_ANSWER_SHARE
+        if not await self._loop.stop(answer) and self._writer is not None:
+            self._writer.kill(f"did not answer within {answer:.1f} s at stop")
+            await self._loop.wait_ended(_remaining(deadline, reserve=0.0) or 1.0)
         try:
-            await self.flush()
-        except Exception:
-            logger.exception("recorder: final flush failed, {n} rows lost", n=self._pending.count)
+            async with asyncio.timeout(_remaining(deadline, reserve=WRITER_EXIT_RESERVE_S)):
+                await self.flush()
+        except BaseException as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else f"{exc!r}"
+            logger.error(
+                "recorder: final flush failed ({reason}), {n} rows not written",
+                reason=reason,
+                n=self.pending_rows,
+            )
             raise
         else:
             if not self._compaction.in_flight:
@@ -156,4 +190,17 @@ class Recorder:
         finally:
             self._order_journal.close()
             if self._writer is not None:
-                await self._writer.close()
+                left = _remaining(deadline, reserve=0.0)
+                await self._writer.close(WRITER_EXIT_RESERVE_S if left is None else left)
+
+
+# Of a bounded stop: how long the write in flight may take before the writer process is
+# taken as stuck, and how long is kept back for the writer process to exit.
+WRITER_ANSWER_SHARE = 0.4
+WRITER_EXIT_RESERVE_S = 1.0
+
+
+def _remaining(deadline: float | None, *, reserve: float) -> float | None:
+    if deadline is None:
+        return None
+    return max(deadline - time.monotonic() - reserve, 0.1)

@@ -52,6 +52,11 @@ class WriterProcess:
         self.starts = 0
 
     @property
+    def pid(self) -> int | None:
+        """The current child's process id (None before the first start or after close)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
@@ -172,8 +177,22 @@ class WriterProcess:
         async for line in process.stderr:
             logger.warning("writer process: {line}", line=line.decode(errors="replace").rstrip())
 
-    async def close(self) -> None:
-        """Let the child finish what it was sent, then wait for it to exit."""
+    def kill(self, why: str) -> None:
+        """Kill a child that does not answer (SIGKILL also ends a SIGSTOPped one).
+
+        The batch in flight then fails with WriterProcessError (none of it is committed:
+        SQLite rolls the open transaction back) and the recorder keeps its rows; the
+        next write starts a new child."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        logger.error("writer process {pid} {why}: killed", pid=process.pid, why=why)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+
+    async def close(self, timeout: float = _EXIT_WAIT_S) -> None:
+        """Let the child finish what it was sent, then wait (up to ``timeout``) for it to
+        exit; one that has not exited by then is killed."""
         process = self._process
         if process is None:
             return
@@ -182,16 +201,22 @@ class WriterProcess:
         try:
             if process.stdin is not None and not process.stdin.is_closing():
                 process.stdin.close()
-            await self._reap(process)
+            await self._reap(process, timeout)
         finally:
             self._closing = False
 
-    async def _reap(self, process: asyncio.subprocess.Process) -> None:
+    async def _reap(
+        self, process: asyncio.subprocess.Process, timeout: float = _EXIT_WAIT_S
+    ) -> None:
         try:
-            async with asyncio.timeout(_EXIT_WAIT_S):
+            async with asyncio.timeout(max(timeout, 0.0)):
                 await process.wait()
         except TimeoutError:
-            logger.error("writer process {pid} did not exit: killed", pid=process.pid)
+            logger.error(
+                "writer process {pid} did not exit within {s:.1f} s: killed",
+                pid=process.pid,
+                s=timeout,
+            )
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()

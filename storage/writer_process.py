@@ -21,10 +21,12 @@ length and a ``marshal`` payload — both ends are the same interpreter
 Orders are not journaled here: ``storage.order_journal`` puts them on record before
 they are sent, without a round trip to this process.
 
-The child ignores SIGINT and SIGTERM: Ctrl+C at the terminal and systemd's stop
-reach the whole process group, and the console's own graceful stop still needs
-its last batch written. End of input (the parent closed the pipe, or died) means:
-finish what was received, then exit.
+The child ignores SIGINT, SIGTERM and SIGHUP: Ctrl+C at the terminal, systemd's stop
+and a dropped SSH connection reach the whole process group, and the console's own
+graceful stop still needs its last batch written. A child that does not answer at
+stop (stopped, or stuck in I/O) is killed by the parent (``WriterProcess.kill``).
+End of input (the parent closed the pipe, or died) means: finish what was received,
+then exit.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class _Writer:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if len(argv) not in (2, 3):
         print("usage: python -m storage.writer_process DB_PATH [BUSY_TIMEOUT_MS]", file=sys.stderr)
         return 2

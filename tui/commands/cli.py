@@ -382,42 +382,44 @@ def cmd_history(settings: Settings, symbol: str, days: int, bar: str, out: Path 
 
 
 async def run_headless(settings: Settings) -> int:
-    """Trade until SIGINT/SIGTERM; then stop the strategy, cancel working orders, flush."""
+    """Trade until SIGINT/SIGTERM/SIGHUP; then stop the strategy, cancel working orders,
+    flush. The stop is bounded (runtime.STOP_BOUND_SECONDS); a third signal forces it."""
     from tui.commands.runtime import build_runtime
     from tui.heap import freeze_startup_heap
 
     runtime = await build_runtime(settings)
     system = runtime.system
     runtime.start_background()
-    loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop_requested.set)
+    # Installed for the rest of the process: a signal during the stop is counted, never
+    # a KeyboardInterrupt out of asyncio.run.
+    signals = runtime.stop_signals(lambda _reason: stop_requested.set())
     exit_code = EXIT_OK
     try:
         await system.start()
         system.start_timer()
         freeze_startup_heap()
-        logger.info("headless trading started; Ctrl+C or SIGTERM stops gracefully")
+        logger.info("headless trading started; Ctrl+C, SIGTERM or SIGHUP stops gracefully")
         stop_wait = asyncio.create_task(stop_requested.wait())
         crash_wait = asyncio.create_task(system.stopped.wait())
         await asyncio.wait({stop_wait, crash_wait}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
         crash_wait.cancel()
+        runtime.begin_stop()
         if system.fatal_error is not None:
             exit_code = EXIT_CRASH
-            await system.stop(f"crash: {system.fatal_error!r}")
-        else:
-            await system.stop("signal")
+            await runtime.stop_system(f"crash: {system.fatal_error!r}")
+        elif not await runtime.stop_system(f"signal {signals.first or 'received'}"):
+            exit_code = EXIT_CRASH
     except Exception as exc:
         # Crashes outside the core's tasks (start/stop themselves) page the operator too;
         # core task crashes are reported by the runtime's monitoring on its own.
         await runtime.report_crash(exc)
         raise
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await runtime.close()
+        closed = await runtime.close()  # logs the error line itself (stderr here)
+    if not closed:
+        exit_code = EXIT_CRASH
     logger.info("stopped, exit {code}", code=exit_code)
     return exit_code
 
@@ -428,13 +430,24 @@ async def run_tui(settings: Settings) -> int:
 
     runtime = await build_runtime(settings)
     runtime.start_background()
+    exit_code = EXIT_CRASH
     try:
-        return await run_console(runtime)
+        exit_code = await run_console(runtime)
     except Exception as exc:
         await runtime.report_crash(exc)
         raise
     finally:
-        await runtime.close()
+        closed = await runtime.close()
+        if not closed:
+            # The log goes to the file only under the console; the terminal is back now.
+            print(f"trading-console: {runtime.close_error}", file=sys.stderr)
+    return exit_code if closed else EXIT_CRASH
+
+
+def _ignore_stop_signals() -> None:
+    # The loop's handlers went with it: a late signal must not print a traceback on exit.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # What an operator's argument or file can cause in a command that places no trade: one
@@ -542,6 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StrategyLoadError, BrokerUnavailable, BrokerConnectError, JournalInUse) as exc:
         print(f"trading-console: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    finally:
+        _ignore_stop_signals()
 
 
 if __name__ == "__main__":

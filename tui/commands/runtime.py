@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -28,6 +33,71 @@ from tui.commands.logs import install_redaction
 # How long the last alerts (a crash report above all) may hold up the exit.
 ALERT_DRAIN_SECONDS = 10.0
 
+# The stop, from the first stop signal or `q` to the end of the process, never takes
+# longer than this: the phases below get their share of it, and a watchdog thread
+# ends the process at the bound whatever is still running (README "Running headless").
+STOP_BOUND_SECONDS = 15.0
+SYSTEM_STOP_SECONDS = 7.0  # the core: strategy off, working orders cancelled, broker closed
+ALERT_CLOSE_SECONDS = 3.0  # the last alerts out through the channels, the last heartbeat
+DATABASE_CLOSE_SECONDS = 1.0  # kept back for closing the database
+# A third stop signal (repeats within SIGNAL_REPEAT_SECONDS of the last one counted
+# count once: `timeout -s INT` signals the process, then its whole group) forces the exit.
+FORCE_AFTER_SIGNALS = 3
+SIGNAL_REPEAT_SECONDS = 1.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_FORCED = 1
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP through the event loop, for the life of the process.
+
+    The first calls ``on_stop`` (the graceful stop); later ones say the stop is under
+    way and bounded; the third forces the exit (``force``). The handlers are never
+    removed before the process ends, so a signal during the stop cannot raise
+    KeyboardInterrupt out of ``asyncio.run`` and leave the writer process behind.
+    """
+
+    def __init__(self, on_stop: Callable[[str], None], force: Callable[[str], None]) -> None:
+        self.on_stop = on_stop
+        self._force = force
+        self.count = 0
+        self.first: str | None = None
+        self._last_counted = 0.0
+
+    def install(self, loop: asyncio.AbstractEventLoop | None = None) -> StopSignals:
+        loop = loop or asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.received, sig)
+        return self
+
+    def received(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        now = time.monotonic()
+        if self.count and now - self._last_counted < SIGNAL_REPEAT_SECONDS:
+            logger.info("{name} received again: the stop is under way", name=name)
+            return
+        self.count += 1
+        self._last_counted = now
+        if self.count == 1:
+            self.first = name
+            logger.warning(
+                "{name} received: stopping (working orders cancelled, records flushed; "
+                "at most {bound:.0f} s)",
+                name=name,
+                bound=STOP_BOUND_SECONDS,
+            )
+            self.on_stop(f"signal {name}")
+        elif self.count < FORCE_AFTER_SIGNALS:
+            logger.warning(
+                "{name} received: the stop is under way and ends within {bound:.0f} s; "
+                "{more} more forces the exit",
+                name=name,
+                bound=STOP_BOUND_SECONDS,
+                more=FORCE_AFTER_SIGNALS - self.count,
+            )
+        else:
+            self._force(f"{name} received {self.count} times")
+
 
 @dataclass(slots=True)
 class Runtime:
@@ -36,6 +106,12 @@ class Runtime:
     recorder: Recorder
     monitoring: MonitoringService
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Set by the console: puts the terminal back on a forced exit (Textual does it on a
+    # normal one).
+    restore_terminal: Callable[[], None] | None = None
+    close_error: str | None = None
+    _stop_started: float | None = None
+    _closed: bool = False
 
     def start_background(self) -> None:
         """The recorder's writer and the archiver: end-of-day export, quote retention
@@ -49,11 +125,91 @@ class Runtime:
         )
         self._tasks.append(asyncio.create_task(archiver.run(), name="archiver"))
 
+    # ----------------------------------------------------------------- stopping
+    def stop_signals(self, on_stop: Callable[[str], None]) -> StopSignals:
+        """Install the stop signals (SIGINT, SIGTERM, SIGHUP) for the rest of the process."""
+        return StopSignals(self._on_stop_signal(on_stop), self.force_exit).install()
+
+    def _on_stop_signal(self, on_stop: Callable[[str], None]) -> Callable[[str], None]:
+        def stop(reason: str) -> None:
+            self.begin_stop()
+            on_stop(reason)
+
+        return stop
+
+    def begin_stop(self) -> None:
+        """The stop has begun (a signal, `q`, a crash, or close()): the bound runs from
+        here, and a watchdog thread ends the process when it is reached. Idempotent."""
+        if self._stop_started is not None:
+            return
+        self._stop_started = time.monotonic()
+        threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
+
+    def stop_budget(self, share: float, *, reserve: float = 0.0) -> float:
+        """Seconds a stop phase may take: its ``share``, within what is left of the bound
+        (less ``reserve`` for the phases after it)."""
+        self.begin_stop()
+        started = self._stop_started
+        assert started is not None
+        left = STOP_BOUND_SECONDS - (time.monotonic() - started) - reserve
+        return max(min(share, left), 0.1)
+
+    async def stop_system(self, reason: str) -> bool:
+        """The core's graceful stop (cancel working orders, strategy off), bounded."""
+        try:
+            await asyncio.wait_for(
+                self.system.stop(reason), self.stop_budget(SYSTEM_STOP_SECONDS, reserve=4.0)
+            )
+        except Exception as exc:
+            logger.opt(exception=exc).error("the core's stop did not finish cleanly")
+            return False
+        return True
+
+    def _watchdog(self) -> None:
+        # A daemon thread: it ends with the process, and it fires even when the event loop
+        # is blocked (which no asyncio timeout could cut short).
+        time.sleep(STOP_BOUND_SECONDS)
+        self.force_exit(f"the stop did not finish within {STOP_BOUND_SECONDS:.0f} s")
+
+    def force_exit(self, why: str) -> None:
+        """End the process now: writer process killed, terminal restored, exit 1.
+
+        Orders were journaled to the file before they were sent; the next start folds
+        the file into the database. Rows still waiting here are lost."""
+        pid = self.recorder.writer_pid
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        restore = self.restore_terminal
+        if restore is not None:
+            with contextlib.suppress(Exception):
+                restore()
+        line = (
+            f"trading-console: forced exit ({why}); the writer process was killed and "
+            f"{self.recorder.pending_rows} rows were not written; orders are kept in the "
+            "order journal and folded in at the next start"
+        )
+        with contextlib.suppress(Exception):
+            logger.error(line)
+        with contextlib.suppress(Exception):
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        os._exit(EXIT_FORCED)
+
     async def report_crash(self, exc: BaseException, timeout: float = ALERT_DRAIN_SECONDS) -> bool:
         """Send the crash alert now and wait (bounded) for the channels. Idempotent."""
         return await self.monitoring.report_crash(exc, timeout)
 
-    async def close(self, alert_timeout: float = ALERT_DRAIN_SECONDS) -> None:
+    async def close(self, alert_timeout: float = ALERT_CLOSE_SECONDS) -> bool:
+        """Alerts out, records flushed, writer process ended, database closed: bounded by
+        STOP_BOUND_SECONDS, and the database is closed whatever failed before.
+
+        Returns False when the final flush failed; ``close_error`` then says why and how
+        many rows were not written."""
+        if self._closed:
+            return self.close_error is None
+        self._closed = True
+        self.begin_stop()
         # An export in progress is abandoned (its partial file is removed; the next start
         # exports the day again). Alerts next: their delivery outcomes are events the
         # recorder must still store; the recorder flushes last, then its task ends.
@@ -61,16 +217,34 @@ class Runtime:
         for task in archivers:
             task.cancel()
         try:
-            await self.monitoring.close(alert_timeout)
+            budget = self.stop_budget(alert_timeout, reserve=3.0)
+            await asyncio.wait_for(self.monitoring.close(budget), budget + 1.0)
         except Exception:
             logger.exception("monitoring: close failed")
-        await self.recorder.stop()
-        await self.database.close()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        try:
+            await self.recorder.stop(self.stop_budget(60.0, reserve=DATABASE_CLOSE_SECONDS))
+        except Exception as exc:
+            cause = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            self.close_error = (
+                f"the final database write failed ({cause}): {self.recorder.pending_rows} "
+                "rows were not written (orders stay in the order journal file and are "
+                "folded in at the next start)"
+            )
+            logger.error("{error}", error=self.close_error)
+        finally:
+            try:
+                await asyncio.wait_for(
+                    self.database.close(), self.stop_budget(DATABASE_CLOSE_SECONDS)
+                )
+            except Exception:
+                logger.exception("database: close failed")
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, 1.0)
+            self._tasks.clear()
+        return self.close_error is None
 
 
 def refuse_to_start(exc: DatabaseRefused) -> NoReturn:
@@ -124,6 +298,8 @@ async def build_runtime(
             order_journal=order_journal,
         )
         system = TradingSystem(settings, broker, clock, journal=recorder, bus=bus)
+        # A stalled writer is the operator's business: console, channels, database.
+        recorder.set_alert_sink(system.alerts.raise_alert)
         monitoring = MonitoringService(
             system, settings, channels=channels, heartbeat_store=database, retry=alert_retry
         )

@@ -13,6 +13,10 @@ so every millisecond spent here is taken from quotes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
+import termios
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import tzinfo
@@ -46,7 +50,15 @@ from tui.heap import freeze_startup_heap
 
 EXIT_OK, EXIT_CRASH = 0, 1
 GRID_ORDER = (1, 5, 4, 3, 2, 6)
-STOP_TIMEOUT_SECONDS = 15.0
+# How long the core's stop may take before the console leaves anyway (the assembly
+# passes its share of the whole stop's bound, tui.commands.runtime.SYSTEM_STOP_SECONDS).
+STOP_TIMEOUT_SECONDS = 7.0
+# What Textual's driver writes when it leaves application mode: mouse tracking off,
+# bracketed paste off, line wrap on, kitty keys off, alternate screen left, cursor shown.
+_RESTORE_TERMINAL = (
+    b"\x1b[?1000l\x1b[?1003l\x1b[?1015l\x1b[?1006l\x1b[?2004l\x1b[?7h\x1b[<u"
+    b"\x1b[?1049l\x1b[?25h\x1b[?1004l"
+)
 
 # Actions that must not fire underneath an open dialog: App bindings stay live
 # while a modal screen is shown, and `h` pressed in the flatten dialog must not halt.
@@ -145,8 +157,14 @@ class TradingConsoleApp(App[None]):
         refresh_hz: float | None = None,
         alert_history: list[Alert] | None = None,
         start_system: bool = True,
+        stop_timeout: float = STOP_TIMEOUT_SECONDS,
+        on_stopping: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
+        self._stop_timeout = stop_timeout
+        self._on_stopping = on_stopping  # the assembly's stop clock (its bound) starts
+        self._mounted = False
+        self._stop_requested: str | None = None  # a stop signal before on_mount finished
         self.backend = backend
         self.refresh_hz = refresh_hz or backend.info.refresh_hz
         self._alert_history = list(alert_history or [])  # newest first, as stored
@@ -201,6 +219,9 @@ class TradingConsoleApp(App[None]):
         self.refresh_now()
         self._refresh_timer = self.set_interval(1.0 / self.refresh_hz, self._refresh_tick)
         self.call_after_refresh(freeze_startup_heap)
+        self._mounted = True
+        if self._stop_requested is not None:  # a signal came while the core was starting
+            self._stop_and_exit(self._stop_requested, EXIT_OK)
 
     # ------------------------------------------------------------------ refresh
     def refresh_now(self) -> None:
@@ -477,10 +498,34 @@ class TradingConsoleApp(App[None]):
         )
 
     # ------------------------------------------------------------------ stopping
+    def request_stop(self, reason: str) -> None:
+        """A stop signal (SIGTERM, SIGHUP, SIGINT): the graceful stop of `q` + yes, without
+        the dialog: the strategy stops, working orders are cancelled, the App exits."""
+        if not self._mounted:
+            self._stop_requested = self._stop_requested or reason
+            return
+        self._stop_and_exit(reason, EXIT_OK)
+
+    def restore_terminal_now(self) -> None:
+        """For a forced exit only (the process ends without Textual's own shutdown):
+        leave the alternate screen, turn mouse tracking off, restore the tty modes."""
+        driver = self._driver
+        fd = getattr(driver, "fileno", None)
+        if not isinstance(fd, int):
+            fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+        attrs = getattr(driver, "attrs_before", None)
+        if attrs is not None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        with contextlib.suppress(OSError):
+            os.write(fd, _RESTORE_TERMINAL)
+
     def _stop_and_exit(self, reason: str, code: int, message: str | None = None) -> None:
         if self._stopping:
             return
         self._stopping = True
+        if self._on_stopping is not None:
+            self._on_stopping()
         self.notify("Stopping: cancelling working orders, flushing records...", title="Quit")
         self._stop_worker(reason, code, message)
 
@@ -488,7 +533,7 @@ class TradingConsoleApp(App[None]):
     async def _stop_worker(self, reason: str, code: int, message: str | None) -> None:
         # A worker, so the screen keeps painting while the core cancels and drains.
         try:
-            await asyncio.wait_for(self.backend.stop(reason), STOP_TIMEOUT_SECONDS)
+            await asyncio.wait_for(self.backend.stop(reason), self._stop_timeout)
         except Exception as exc:  # still leave: the operator asked to go
             logger.opt(exception=exc).error("stop did not finish cleanly")
             code = EXIT_CRASH
