@@ -2,15 +2,18 @@
 
 The log patcher, outbound alert texts and delivery-failure reasons all pass
 through one `Redactor`. Besides the raw values it also removes the encodings a
-secret travels in: URL-quoted (a bot token in a request URL) and the HTTP Basic
-``sid:token`` base64 blob (an Authorization header in a debug dump).
+secret travels in: URL-quoted the three ways Python quotes (``quote`` keeping
+``/``, ``quote(safe="")``, and ``quote_plus`` as in a form body or query string),
+base64 (standard and URL-safe, with or without padding), and the HTTP Basic
+``sid:token`` and SMTP AUTH PLAIN base64 blobs (an Authorization header in a
+debug dump).
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from pydantic import SecretStr
 
@@ -28,7 +31,7 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
     ]
     derived: list[str] = []
     for secret in raw:
-        derived.append(quote(secret, safe=""))
+        derived += encoded_forms(secret)
     token = settings.twilio_auth_token.get_secret_value()
     if token and settings.twilio_account_sid:
         basic = f"{settings.twilio_account_sid}:{token}".encode()
@@ -38,6 +41,16 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
         plain = f"\0{settings.smtp_user}\0{settings.smtp_password.get_secret_value()}".encode()
         derived.append(base64.b64encode(plain).decode())
     return tuple(dict.fromkeys(raw + derived))
+
+
+def encoded_forms(secret: str) -> list[str]:
+    """The forms a secret is written in besides its own: URL-quoted and base64."""
+    data = secret.encode()
+    forms = [quote(secret), quote(secret, safe=""), quote_plus(secret)]
+    for encoded in (base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode()):
+        # Padded, and unpadded as in URLs and JWT-style tokens (longest is replaced first).
+        forms += [encoded, encoded.rstrip("=")]
+    return [f for f in forms if f != secret]
 
 
 class Redactor:

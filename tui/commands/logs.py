@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from loguru import logger
 
@@ -137,3 +139,70 @@ def configure_logging_from_settings(settings: Settings, *, console: bool) -> Pat
         json_lines=settings.log_json,
         secrets=secret_values(settings),
     )
+
+
+class _RedactingStream:
+    """A text stream that strips every secret from what is written, then passes it on.
+
+    Only for stdout/stderr: what is written there is sparse (never per quote), so the
+    few substring checks per write cost nothing that matters.
+    """
+
+    def __init__(self, stream: TextIO, redact: Callable[[str], str]) -> None:
+        self.stream = stream
+        self.redact = redact
+
+    def write(self, text: str) -> int:
+        self.stream.write(self.redact(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _redacting(stream: TextIO, redact: Callable[[str], str]) -> TextIO:
+    if isinstance(stream, _RedactingStream):
+        stream.redact = redact
+        return cast(TextIO, stream)
+    return cast(TextIO, _RedactingStream(stream, redact))
+
+
+def redact_process_output(settings: Settings) -> Redactor:
+    """Keep every configured secret (and its URL-quoted and base64 forms) out of the
+    terminal for the rest of the process: stdout and stderr are wrapped in a redacting
+    writer, and uncaught exceptions (main thread and threads) are rendered whole, then
+    redacted, so a start-up traceback whose message quotes a token prints ``***``.
+
+    The command line calls it once, right after the settings are loaded; the TUI draws
+    through ``sys.__stdout__``/``__stderr__`` and is unaffected.
+    """
+    redactor = Redactor(secret_values(settings))
+    if not redactor.active:
+        return redactor
+    sys.stdout = _redacting(sys.stdout, redactor)
+    sys.stderr = _redacting(sys.stderr, redactor)
+
+    def excepthook(
+        kind: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
+        text = "".join(traceback.format_exception(kind, value, tb))
+        sys.stderr.write(redactor(text))
+        sys.stderr.flush()
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        text = "".join(
+            traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)
+        )
+        sys.stderr.write(redactor(f"Exception in thread {name}:\n{text}"))
+        sys.stderr.flush()
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+    return redactor
