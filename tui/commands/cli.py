@@ -27,6 +27,7 @@ from core.strategy.loader import StrategyLoadError, build_strategy
 from storage.archive import ArchiveError
 from storage.order_journal import JournalInUse
 from storage.schema import DatabaseRefused
+from tui.commands.logs import redact_process_output
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
 DEFAULT_ENV_FILE = ".env"
@@ -528,6 +529,7 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings_or_exit(args.env_file)
+    redact_process_output(settings)  # no secret in any traceback or line on stdout/stderr
     prefix = f"trading-console {args.command}" if args.command else "trading-console"
     problem = _argument_problem(args)
     if problem:
