@@ -274,3 +274,88 @@ async def test_transaction_rolls_back_on_error(db: Database) -> None:
     with pytest.raises(ValueError, match="unknown table"):
         await db.count("nope")
     assert to_db_ts(T0) < to_db_ts(T0 + timedelta(microseconds=1))
+
+
+# ------------------------------------------------------------------ the single-console lock
+
+
+def _console_env(tmp_path: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIM_", "TRADING_"))}
+    env.update(
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        DATA_DIR=str(data_dir),
+        STOP_FILE=str(tmp_path / "STOP"),
+        SYMBOLS="AAPL",
+        SIM_QUOTES_PER_SECOND="20",
+    )
+    env.update(extra)
+    return env
+
+
+def _quote_count(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(db, timeout=5)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM quotes").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_the_lock_holds_for_every_name_of_the_database(tmp_path: Path) -> None:
+    """A symlink, a hard link and another relative path to the live database all meet the
+    first console's lock: exit 2 before they write anything into its database."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cli = [sys.executable, "-m", "tui.commands.cli", "--headless"]
+    live = tmp_path / "data" / "trading.db"
+    first = subprocess.Popen(
+        cli,
+        cwd=tmp_path,
+        env=_console_env(tmp_path, tmp_path / "data"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _quote_count(live) < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _quote_count(live) >= 10
+        (tmp_path / "alias.db").symlink_to(live)
+        os.link(live, tmp_path / "hard.db")
+        names = {
+            "symlink": str(tmp_path / "alias.db"),
+            "hard link": str(tmp_path / "hard.db"),
+            "relative path": "other/../data/./trading.db",
+        }
+        (tmp_path / "other").mkdir()
+        for what, name in names.items():
+            second = subprocess.run(
+                cli,
+                cwd=tmp_path,
+                env=_console_env(tmp_path, tmp_path / "second", DATABASE_FILE=name),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert second.returncode == 2, (what, second.stderr[-2000:])
+            assert "another trading console is using this database" in second.stderr, what
+            assert "Traceback" not in second.stderr
+        assert not (tmp_path / "alias.db-orders").exists()
+        assert not (tmp_path / "hard.db-orders").exists()
+        assert first.poll() is None
+        (tmp_path / "hard.db").unlink()
+        first.send_signal(signal.SIGINT)
+        _out, err = first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err[-2000:]
