@@ -458,6 +458,12 @@ class Database:
         )
         return [bar_from_row(r) for r in rows]
 
+    async def first_day(self, table: str) -> date | None:
+        """The UTC day of ``table``'s oldest row (an index lookup), None when empty."""
+        column = DAY_COLUMNS[check_table(table)]
+        row = await self._fetchone(f'SELECT MIN("{column}") FROM {table}')
+        return None if row is None or row[0] is None else date.fromisoformat(str(row[0])[:10])
+
     async def count(self, table: str) -> int:
         row = await self._fetchone(f"SELECT COUNT(*) FROM {check_table(table)}")
         return int(row[0])

@@ -264,7 +264,14 @@ class EndOfDayArchiver:
             return []
         today = self._clock.now().date()
         exported = []
-        for back in range(self._lookback, 0, -1):
+        lookback = self._lookback
+        if self._retention > 0:
+            # Quotes are pruned only once archived: reach back to the oldest one, so that a
+            # database older than the lookback (retention switched on later) is bounded too.
+            first = await self._db.first_day("quotes")
+            if first is not None:
+                lookback = max(lookback, (today - first).days)
+        for back in range(lookback, 0, -1):
             day = today - timedelta(days=back)
             if self._archived(day):
                 continue
