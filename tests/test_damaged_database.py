@@ -88,6 +88,28 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def archive(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Parquet archive of the template's day, for import and prune to be given."""
+    import asyncio
+    from datetime import date
+
+    from storage.archive import export_day
+
+    work = tmp_path_factory.mktemp("archive")
+    shutil.copyfile(template, work / "source.db")
+
+    async def export() -> None:
+        db = await Database.open(work / "source.db")
+        try:
+            assert await export_day(db, date(2026, 1, 5), work / "archive")
+        finally:
+            await db.close()
+
+    asyncio.run(export())
+    return work / "archive"
+
+
 def _damaged(template: Path, directory: Path, kind: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "trading.db"
@@ -211,9 +233,7 @@ def _assert_refused(done: subprocess.CompletedProcess[str], *needles: str) -> No
         assert needle in lines[0], lines[0]
 
 
-def _commands(tmp_path: Path) -> dict[str, list[str]]:
-    archive = tmp_path / "archive"
-    (archive / "quotes").mkdir(parents=True, exist_ok=True)
+def _commands(tmp_path: Path, archive: Path) -> dict[str, list[str]]:
     return {
         "headless": ["--headless"],
         "db-init": ["db", "init"],
@@ -226,11 +246,11 @@ def _commands(tmp_path: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_every_command_refuses_a_damaged_database_untouched(
-    template: Path, tmp_path: Path, kind: str
+    template: Path, archive: Path, tmp_path: Path, kind: str
 ) -> None:
     path = _damaged(template, tmp_path / "data", kind)
     before = _fingerprint(path)
-    for name, args in _commands(tmp_path).items():
+    for name, args in _commands(tmp_path, archive).items():
         done = _cli(tmp_path, *args)
         _assert_refused(done, str(path), DAMAGE[kind][1])
         assert _fingerprint(path) == before, f"{name} modified the database"
