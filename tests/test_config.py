@@ -127,3 +127,55 @@ def test_secrets_are_masked_by_check() -> None:
     shown = s.masked()
     assert shown["TWILIO_AUTH_TOKEN"] == "****" and shown["SMTP_PASSWORD"] == "****"
     assert "tok-123" not in str(shown) and "pw-456" not in str(shown)
+
+
+def test_a_misspelt_key_in_the_env_file_is_refused_by_name(tmp_path: Path) -> None:
+    env = tmp_path / "x.env"
+    env.write_text("DAILY_LOS_LIMIT=500\nSYMBOLS=IBM\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=env, must_exist=True)
+    assert info.value.lines == [
+        f"DAILY_LOS_LIMIT: not a setting — did you mean DAILY_LOSS_LIMIT? (in {env})"
+    ]
+
+
+def test_other_unknown_keys_in_the_env_file_warn_by_name(tmp_path: Path) -> None:
+    env = tmp_path / "x.env"
+    env.write_text("COMPOSE_PROJECT_NAME=desk\nSYMBOLS=IBM\n")
+    warnings: list[str] = []
+    s = load_settings(env_file=env, must_exist=True, warnings=warnings)
+    assert s.symbols == ("IBM",)
+    assert warnings == [
+        f"COMPOSE_PROJECT_NAME: not a setting of trading-console, ignored (in {env})"
+    ]
+
+
+def test_environment_variables_that_are_not_ours_are_left_alone(tmp_path: Path) -> None:
+    # The environment holds everyone's variables; only the .env file is checked for typos.
+    env = {"DAILY_LOS_LIMIT": "5", "MAX_LEVERAG": "9", "DATA_DIR": str(tmp_path / "d")}
+    proc = run_cli(["check"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_a_non_utf8_env_file_names_the_file_and_the_byte(tmp_path: Path) -> None:
+    env = tmp_path / "latin1.env"
+    env.write_bytes("SYMBOLS=IBM\nIB_ACCOUNT=Zürich\n".encode("latin-1"))
+    proc = run_cli(["--env-file", str(env), "check"], {}, tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{env}: not UTF-8 text — byte 0xfc at offset 24 (line 2)" in proc.stderr
+
+
+def test_a_misspelt_key_stops_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"DAILY_LOS_LIMIT=500\nDATA_DIR={tmp_path / 'd'}\n")
+    proc = run_cli(["--headless"], {}, tmp_path)
+    assert proc.returncode == 2
+    assert "DAILY_LOS_LIMIT: not a setting — did you mean DAILY_LOSS_LIMIT?" in proc.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path) -> None:
+    env = tmp_path / "bom.env"
+    env.write_bytes(b"\xef\xbb\xbfSYMBOLS=IBM\n")
+    assert load_settings(env_file=env, must_exist=True).symbols == ("IBM",)

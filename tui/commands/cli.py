@@ -16,6 +16,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from loguru import logger
 
 from core.brokers.base import BrokerConnectError
@@ -24,7 +26,7 @@ from core.config import TICKER, ConfigError, Settings, load_settings
 from core.data_files import DataFileError
 from core.model import Quote, TradingMode
 from core.strategy.loader import StrategyLoadError, build_strategy
-from storage.archive import ArchiveError
+from storage.archive import ArchiveError, archive_files
 from storage.order_journal import JournalInUse
 from storage.schema import DatabaseRefused
 from tui.commands.logs import redact_process_output
@@ -89,6 +91,16 @@ def _ticker(text: str) -> str:
     return symbol
 
 
+def _bar(text: str) -> str:
+    from tui.commands.history import parse_bar
+
+    try:
+        parse_bar(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--bar {text!r}: ")) from None
+    return text
+
+
 def _path(text: str) -> Path:
     if not text.strip() or "\x00" in text:
         raise argparse.ArgumentTypeError(f"got {text!r}, want a path")
@@ -137,7 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="download IB historical bars to Parquet")
     history.add_argument("symbol", type=_ticker)
     history.add_argument("--days", type=_count, default=5, help="how many days back (default 5)")
-    history.add_argument("--bar", default="1min", help="bar size: 1min, 5mins, 1h, 1day ...")
+    history.add_argument(
+        "--bar", type=_bar, default="1min", help="bar size: 1min, 5mins, 1h, 1day ..."
+    )
     history.add_argument("--out", type=_path, default=None, help="default DATA_DIR/history")
     sub.add_parser(
         "watchdog",
@@ -463,14 +477,25 @@ OPERATOR_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _argument_problem(args: argparse.Namespace) -> str | None:
+def _argument_problem(settings: Settings, args: argparse.Namespace) -> str | None:
     """Paths that cannot be what the subcommand needs, found before anything is opened
-    (opening a missing database would create it)."""
+    (opening a missing database would create it) or a log file is started."""
     command = args.command
+    if command in ("export", "prune") and not settings.database_path.exists():
+        return f"no database at {settings.database_path}: set DATABASE_FILE"
     if command == "replay" and args.db is not None and args.db.is_dir():
         return f"--db {args.db}: is a directory, want an SQLite database file"
-    if command == "import" and not args.path.exists():
-        return f"{args.path}: no such file or directory"
+    if command == "import":
+        # Checked before the database is opened: opening it creates it.
+        if not args.path.exists():
+            return f"{args.path}: no such file or directory"
+        try:
+            for _table, file in archive_files(args.path):
+                pq.read_metadata(file)
+        except ArchiveError as exc:
+            return str(exc)
+        except (OSError, pa.ArrowException) as exc:
+            return f"{args.path}: not a Parquet archive ({_one_line(exc)})"
     outputs = {
         "export": ("--to", args.__dict__.get("to")),
         "backtest": ("--out", args.__dict__.get("out")),
@@ -531,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings_or_exit(args.env_file)
     redact_process_output(settings)  # no secret in any traceback or line on stdout/stderr
     prefix = f"trading-console {args.command}" if args.command else "trading-console"
-    problem = _argument_problem(args)
+    problem = _argument_problem(settings, args)
     if problem:
         print(f"{prefix}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
