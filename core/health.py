@@ -98,7 +98,10 @@ class HealthMonitor:
             return None
         if self._disconnected_since is None:
             self._disconnected_since = now
-        down = (now - self._disconnected_since).total_seconds()
+        # The outage starts at its first disconnect report, however many reconnect attempts
+        # have failed since; our own first sight of it only stands in when no report came.
+        since = self._raiser.disconnected_since or self._disconnected_since
+        down = (now - min(since, self._disconnected_since)).total_seconds()
         if down < self._limits.disconnected_seconds:
             return None
         return f"broker still disconnected after {down:.0f}s"

@@ -5,12 +5,24 @@ the `AlertManager` (core.alerting) enqueues them for WhatsApp, Telegram and
 e-mail, so raising an alert never waits on a network. Health checks, the crash
 report and failing alert channels raise their alerts through here as well, so
 the console's alert list shows all of them.
+
+A broker outage is one incident: the first "disconnected" report raises one
+critical alert and starts the outage clock (``disconnected_since``, which the
+"still disconnected" health check reads too); the reports of each failed
+reconnect attempt after it are only logged; the reconnect raises one alert
+with the outage's length. Connection incidents are kept in the ``alerts``
+table (keys ``broker_disconnected`` / ``broker_connected``), not in
+``trading_state_changes``: a disconnect does not change the trading state
+(ACTIVE stays ACTIVE, HALTED stays HALTED; risk refuses risk-increasing
+orders by itself while the link is down), and writing it there as a state
+would make that table say the operator's state changed when it did not.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 
 from loguru import logger
 
@@ -63,6 +75,8 @@ class AlertRaiser:
         # Set by the assembly to strip configured secrets (an exception text quoted in a
         # crash alert may carry a token) before the alert is shown, stored or sent.
         self.redact: Callable[[str], str] = lambda text: text
+        # Start of the open broker outage (the first disconnect report), None when up.
+        self.disconnected_since: datetime | None = None
         bus.subscribe(OrderRejected, self._on_order_rejected)
         bus.subscribe(OrderUpdateRefused, self._on_update_refused)
         bus.subscribe(BreakerTripped, self._on_breaker_tripped)
@@ -141,13 +155,33 @@ class AlertRaiser:
 
     def _on_connection(self, e: BrokerConnectionChanged) -> None:
         # Separate keys: a reconnect right after a disconnect is news, not a duplicate.
+        since = self.disconnected_since
         if e.connected:
+            self.disconnected_since = None
+            if since is None:
+                self.raise_alert(
+                    AlertSeverity.INFO, "broker_connected", f"Broker connected: {e.message}"
+                )
+                return
+            outage = _duration((e.ts - since).total_seconds())
             self.raise_alert(
-                AlertSeverity.INFO, "broker_connected", f"Broker connected: {e.message}"
+                AlertSeverity.INFO,
+                "broker_connected",
+                f"Broker reconnected after {outage} disconnected: {e.message}",
             )
-        else:
+        elif since is None:
+            self.disconnected_since = e.ts
             self.raise_alert(
                 AlertSeverity.CRITICAL, "broker_disconnected", f"Broker DISCONNECTED: {e.message}"
+            )
+        else:
+            # A failed reconnect attempt of the open incident: the console's state line shows
+            # it; the operator was paged once already.
+            down = _duration((e.ts - since).total_seconds())
+            logger.info(
+                "broker still disconnected ({down}): {message}",
+                down=down,
+                message=self.redact(e.message),
             )
 
     def _on_feed_switched(self, e: FeedSwitched) -> None:
@@ -166,3 +200,15 @@ class AlertRaiser:
         severity = _BROKER_CODE_SEVERITY.get(e.code)
         if severity is not None:
             self.raise_alert(severity, f"ib:{e.code}", f"Broker [{e.code}]: {e.message}")
+
+
+def _duration(seconds: float) -> str:
+    """ "27s", "4m05s", "2h03m" """
+    total = max(0, round(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -33,7 +33,7 @@ from core.events import (
     RiskRejected,
     TradingStateChanged,
 )
-from core.model import OrderSnapshot
+from core.model import OrderSnapshot, OrderStatus
 from storage.alert_rows import AlertRows
 from storage.pending import PendingRows
 from storage.rows import (
@@ -122,7 +122,7 @@ class EventRows:
         converters: dict[type, Callable[[Any], None]] = {
             BarClosed: lambda e: add("bars", bar_row(e.bar)),
             OrderSubmitted: lambda e: self._add_order(e.order, e.ts, "submitted"),
-            OrderUpdated: lambda e: self._add_order(e.order, e.ts, e.order.last_message),
+            OrderUpdated: self._on_order_updated,
             OrderRejected: self._on_order_rejected,
             FillReceived: lambda e: add("fills", fill_row(e.fill)),
             IntentClamped: self._on_intent_clamped,
@@ -142,6 +142,15 @@ class EventRows:
     def _add_order(self, order: OrderSnapshot, ts: datetime, message: str) -> None:
         self._add("orders", order_row(order))
         self._add("order_events", order_event_row(order, ts, message))
+
+    def _on_order_updated(self, e: OrderUpdated) -> None:
+        if e.order.status is OrderStatus.REJECTED:
+            # Every reject is an OrderUpdated (the transition) then an OrderRejected (reason and
+            # code), and IB repeats the status (Inactive after error 201): one reject, one
+            # order_events row, written for the OrderRejected; here only the order's row.
+            self._add("orders", order_row(e.order))
+            return
+        self._add_order(e.order, e.ts, e.order.last_message)
 
     def _on_order_rejected(self, e: OrderRejected) -> None:
         code = "" if e.error_code is None else f" (code {e.error_code})"

@@ -205,7 +205,8 @@ async def test_history_command_exits_non_zero_naming_the_gaps(tmp_path: Path) ->
         "import sys; from tui.commands import history; history.RETRY_DELAYS = (0.01, 0.01); "
         "from tui.commands.cli import main; sys.exit(main(sys.argv[1:]))"
     )
-    args = ["--env-file", str(tmp_path / "none.env"), "history", "MSFT", "--days", "1"]
+    (tmp_path / "empty.env").write_text("")
+    args = ["--env-file", str(tmp_path / "empty.env"), "history", "MSFT", "--days", "1"]
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", code, *args, "--bar", "1hour",

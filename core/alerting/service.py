@@ -19,10 +19,22 @@ from core.alerting.channels import AlertChannel
 from core.alerting.factory import build_channels
 from core.alerting.manager import AlertManager, RetryPolicy, Sleep, send_crash_alert
 from core.alerting.redaction import Redactor
-from core.config import Settings
+from core.brokers.base import BrokerConnectError
+from core.brokers.factory import BrokerUnavailable
+from core.config import ConfigError, Settings
 from core.health import HealthLimits, HealthMonitor
 from core.heartbeat import Heartbeat, HeartbeatState, HeartbeatStore
+from core.strategy.loader import StrategyLoadError
 from core.system import TradingSystem
+
+# What the operator must fix before a start (settings, strategy, IB account or symbols): the
+# command line refuses them with one line and exit 2. Refusing to start is not a crash.
+OPERATOR_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    StrategyLoadError,
+    BrokerUnavailable,
+    BrokerConnectError,
+)
 
 
 class MonitoringService:
@@ -89,8 +101,12 @@ class MonitoringService:
         """Raise the crash alert (once) and wait until the channels have it (bounded).
 
         For core task crashes this happens by itself; callers report crashes outside the
-        core (an exception escaping the command line's own code) the same way.
+        core (an exception escaping the command line's own code) the same way. A refusal
+        the operator must fix (``OPERATOR_ERRORS``, exit 2) is logged, not alerted as a crash.
         """
+        if isinstance(exc, OPERATOR_ERRORS):
+            logger.error("refused to start: {error}", error=str(exc))
+            return await self.manager.flush(timeout)
         if self._crash is not None:
             return await self.manager.flush(timeout)
         self._crash = exc
