@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.test_signals import database_write_lock, process_gone
 
 TMUX = shutil.which("tmux")
 pytestmark = pytest.mark.skipif(
@@ -49,7 +53,10 @@ def console_command() -> list[str]:
 class TmuxConsole:
     """One `trading-console` process in a detached tmux session of a fixed size."""
 
-    def __init__(self, workdir: Path, width: int, height: int) -> None:
+    def __init__(self, workdir: Path, width: int, height: int, *, linger: bool = False) -> None:
+        # linger: the pane stays after the process exits, so the terminal's modes
+        # (alternate screen, mouse tracking) can still be read.
+        self.linger = linger
         self.workdir = workdir
         self.width, self.height = width, height
         self.socket = f"tc-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -100,6 +107,27 @@ class TmuxConsole:
             "-x", str(self.width), "-y", str(self.height),
             str(script),
         )  # fmt: skip
+        if self.linger:
+            self.tmux("set-option", "-w", "-t", "console", "remain-on-exit", "on")
+
+    def display(self, fmt: str) -> str:
+        return self.tmux("display-message", "-p", "-t", "console", fmt).stdout.strip()
+
+    def terminal_modes(self) -> dict[str, str]:
+        """What the program left the terminal in, as tmux's emulator sees it."""
+        names = ("alternate_on", "mouse_any_flag", "mouse_standard_flag", "mouse_sgr_flag")
+        values = self.display(" ".join(f"#{{{n}}}" for n in names)).split()
+        return dict(zip(names, values, strict=True))
+
+    def console_pid(self) -> int:
+        """The trading-console process (the pane runs the script, the script runs it)."""
+        shell = int(self.display("#{pane_pid}"))
+        return _children(shell)[0]
+
+    def exited(self) -> bool:
+        if self.linger:
+            return self.display("#{pane_dead}") == "1"
+        return not self.running()
 
     def screen(self) -> str:
         result = self.tmux("capture-pane", "-p", "-t", "console", check=False)
@@ -152,9 +180,9 @@ class TmuxConsole:
 
     def wait_exit(self, timeout: float = STOP_SECONDS) -> int:
         deadline = time.monotonic() + timeout
-        while self.running() and time.monotonic() < deadline:
+        while not self.exited() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not self.running(), f"still running after quit; screen:\n{self.screen()}"
+        assert self.exited(), f"still running after quit; screen:\n{self.screen()}"
         return int(self.rc_file.read_text().strip())
 
     def kill(self) -> None:
@@ -165,13 +193,13 @@ class TmuxConsole:
 
 
 @pytest.fixture
-def tmux_console(tmp_path: Path) -> Iterator[Callable[[int, int], TmuxConsole]]:
+def tmux_console(tmp_path: Path) -> Iterator[Callable[..., TmuxConsole]]:
     started: list[TmuxConsole] = []
 
-    def start(width: int, height: int) -> TmuxConsole:
+    def start(width: int, height: int, *, linger: bool = False) -> TmuxConsole:
         workdir = tmp_path / f"run-{width}x{height}"
         workdir.mkdir()
-        console = TmuxConsole(workdir, width, height)
+        console = TmuxConsole(workdir, width, height, linger=linger)
         started.append(console)
         console.start()
         return console
@@ -240,3 +268,79 @@ def test_small_terminal_80x24_switches_panes(
     console.wait_status("HALTED")
     console.keys("q")
     assert console.wait_exit() == 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _writer_pid(console_pid: int) -> int:
+    def is_writer(pid: int) -> bool:
+        try:
+            return b"storage.writer_process" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    pids = [p for p in _children(console_pid) if is_writer(p)]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db, timeout=10) as conn:
+        return conn.execute(sql).fetchall()
+
+
+# What Textual turns on (a positive control) and what a restored terminal has off.
+IN_THE_CONSOLE = {"alternate_on": "1", "mouse_any_flag": "1", "mouse_sgr_flag": "1"}
+RESTORED = {"alternate_on": "0", "mouse_any_flag": "0", "mouse_standard_flag": "0",
+            "mouse_sgr_flag": "0"}  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_sighup_and_sigterm_stop_the_console_as_q_does(
+    tmux_console: Callable[..., TmuxConsole], sig: signal.Signals
+) -> None:
+    console = tmux_console(120, 40, linger=True)
+    console.wait_for("a quote for every symbol", shows_every_symbol, START_SECONDS)
+    modes = console.terminal_modes()
+    assert {k: modes[k] for k in IN_THE_CONSOLE} == IN_THE_CONSOLE, modes
+    pid = console.console_pid()
+    writer = _writer_pid(pid)
+    os.kill(pid, sig)
+    assert console.wait_exit() == 0, console.last_screen
+    assert console.terminal_modes() == RESTORED
+    db = console.workdir / "data" / "trading.db"
+    stops = _query(db, "SELECT message FROM alerts WHERE key='system_stopped'")
+    assert stops and f"signal {sig.name}" in str(stops[-1][0]), stops
+    assert _query(db, "SELECT state FROM heartbeat") == [("stopped",)]
+    journal = db.with_name(db.name + "-orders")
+    assert not journal.exists() or journal.stat().st_size == 0  # folded into the database
+    assert process_gone(writer)
+
+
+def test_a_third_sigterm_during_a_stuck_stop_forces_the_exit_and_restores_the_terminal(
+    tmux_console: Callable[..., TmuxConsole],
+) -> None:
+    console = tmux_console(120, 40, linger=True)
+    console.wait_for("a quote for every symbol", shows_every_symbol, START_SECONDS)
+    pid = console.console_pid()
+    writer = _writer_pid(pid)
+    os.kill(writer, signal.SIGSTOP)  # the stop now waits for a writer that never answers
+    try:
+        with database_write_lock(console.workdir / "data" / "trading.db"):
+            for _ in range(3):
+                os.kill(pid, signal.SIGTERM)
+                time.sleep(1.5)  # counted apart (repeats within 1 s count once)
+            code = console.wait_exit(timeout=60)
+    finally:
+        if not process_gone(writer):
+            os.kill(writer, signal.SIGKILL)
+    assert code == 1
+    assert console.terminal_modes() == RESTORED
+    assert process_gone(writer)
+    logs = "".join(p.read_text() for p in (console.workdir / "data" / "logs").glob("*.log"))
+    assert "forced exit (SIGTERM received 3 times)" in logs
