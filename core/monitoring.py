@@ -202,6 +202,12 @@ class AlertRaiser:
             self.raise_alert(severity, f"ib:{e.code}", f"Broker [{e.code}]: {e.message}")
 
 
+def broker_code_log_level(code: int) -> str:
+    """The log level of a broker message: INFO for the broker's "all is well" notices
+    (IB's data farms back, 2104/2106/2158), WARNING for everything else."""
+    return "INFO" if _BROKER_CODE_SEVERITY.get(code) is AlertSeverity.INFO else "WARNING"
+
+
 def _duration(seconds: float) -> str:
     """ "27s", "4m05s", "2h03m" """
     total = max(0, round(seconds))

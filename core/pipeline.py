@@ -45,6 +45,7 @@ from core.model import (
     QuoteSource,
     TargetPosition,
 )
+from core.monitoring import broker_code_log_level
 from core.portfolio import Portfolio
 from core.strategy.base import Strategy, StrategyContext, StrategyOutput
 
@@ -117,7 +118,8 @@ class TradingPipeline:
             self._breaker.check()
 
     def on_broker_error(self, code: int, message: str, client_order_id: str | None) -> None:
-        logger.warning(
+        logger.log(
+            broker_code_log_level(code),
             "broker error {code}: {message}",
             code=code,
             message=message,

@@ -8,11 +8,12 @@ in a tuple instead of alone), and compares what they traded.
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from loguru import logger
 
 from core.events import BreakerTripped, FillReceived, OrderSubmitted, QuoteReceived
 from core.model import Quote, TargetPosition, mid_of
@@ -135,7 +136,7 @@ async def test_checking_the_breaker_only_when_equity_moved_trips_as_checking_alw
 
 
 def test_the_pipeline_is_the_brokers_listener_and_the_strategys_context(tmp_path: Path) -> None:
-    rig = build_rig(settings(tmp_path, max_quote_jump_pct=math.inf))
+    rig = build_rig(settings(tmp_path, max_quote_jump_pct=1000))
     pipeline = rig.system.pipeline
     assert rig.system.strategy.context is pipeline
     quote = Quote("AAPL", rig.clock.now(), 100.0, 100.02, 100, 100)
@@ -146,8 +147,30 @@ def test_the_pipeline_is_the_brokers_listener_and_the_strategys_context(tmp_path
     # design, the same expression), or the day's change column could differ by an ulp.
     rng = random.Random(5)
     for _ in range(2_000):
-        bid = rng.choice([0.01, 0.03, 1.0, 99.99, 123.456, 1e-300, 1e300]) * rng.uniform(0.5, 2)
-        ask = bid + rng.choice([0.0, 1e-12, 0.01, 0.07, bid])
+        # within the feed's jump limit of the last quote, so every one is accepted
+        bid = rng.choice([99.99, 100.0, 123.456, 101.0 / 3]) * rng.uniform(0.9, 1.1)
+        ask = bid + rng.choice([0.0, 1e-12, 0.01, 0.07, bid / 10])
         pipeline.start_new_day()
         pipeline.on_quote(Quote("MSFT", rig.clock.now(), bid, ask, 100, 100))
         assert pipeline.day_open_mids == {"MSFT": mid_of(bid, ask)}
+
+
+def test_the_brokers_all_is_well_notices_are_logged_at_info(tmp_path: Path) -> None:
+    rig = build_rig(settings(tmp_path))
+    levels: dict[int, str] = {}
+    sink = logger.add(
+        lambda m: levels.__setitem__(m.record["extra"]["code"], m.record["level"].name),
+        filter=lambda r: r["message"].startswith("broker error"),
+    )
+    try:
+        for code in (2104, 2106, 2158, 2103, 354):
+            rig.system.pipeline.on_broker_error(code, f"message {code}", None)
+    finally:
+        logger.remove(sink)
+    assert levels == {
+        2104: "INFO",
+        2106: "INFO",
+        2158: "INFO",
+        2103: "WARNING",
+        354: "WARNING",
+    }

@@ -3,9 +3,10 @@
 IB cancels historical requests (error 162, "pacing violation") when a client
 makes more than 60 requests in any 10 minutes, repeats an identical request
 within 15 seconds, or makes six or more requests for the same contract within
-2 seconds (IB's wording: the sixth is the violation, so at most 5 are allowed). ``HistoricalPacer`` says how long to wait before a request is
-allowed and records it when sent; ``acquire`` does both with an injectable
-sleep so tests run on a SimClock.
+2 seconds (IB's wording: the sixth is the violation, so at most 5 are allowed).
+``HistoricalPacer`` says how long to wait before a request is allowed and records
+it when sent; ``acquire`` does both with an injectable sleep so tests run on a
+SimClock.
 """
 
 from __future__ import annotations
