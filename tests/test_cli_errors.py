@@ -186,3 +186,18 @@ def test_strategy_params_run_refuses_check_refuses_with_the_same_line(
     ]
     assert "settings OK" not in proc.stdout
     assert not (tmp_path / "data").exists()  # refused before any file was created
+
+
+def test_check_refuses_a_damaged_database_as_run_does_and_leaves_it_alone(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    damaged = b"SQLite format 3\x00" + b"\xff" * 2000
+    (data / "trading.db").write_bytes(damaged)
+    check = run_cli(["check"], tmp_path)
+    run = run_cli(["--headless"], tmp_path)
+    assert check.returncode == run.returncode == 2, check.stderr + run.stderr
+    assert check.stderr.strip().splitlines() == run.stderr.strip().splitlines()
+    assert len(check.stderr.strip().splitlines()) == 1 and "trading.db" in check.stderr
+    assert (data / "trading.db").read_bytes() == damaged

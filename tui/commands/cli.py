@@ -307,6 +307,13 @@ def cmd_check(settings: Settings, *, live_confirmed: bool) -> int:
     for key, value in values.items():
         print(f"{key:<{width}}  {value}")
     refusal = run_refusal(settings, live_confirmed=live_confirmed)
+    if refusal is None and settings.database_path.exists():
+        from storage.database import check_database_file
+
+        try:  # read-only, as run checks it before writing (damaged, newer, not SQLite)
+            check_database_file(settings.database_path)
+        except DatabaseRefused as exc:
+            refusal = str(exc)
     if refusal:
         print(f"trading-console: {refusal}", file=sys.stderr)
         return EXIT_CONFIG
