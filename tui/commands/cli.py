@@ -410,6 +410,7 @@ async def run_headless(settings: Settings) -> int:
     from tui.heap import freeze_startup_heap
 
     runtime = await build_runtime(settings)
+    runtime.exit_watchdog = True  # the stop bound holds for this process
     system = runtime.system
     runtime.start_background()
     stop_requested = asyncio.Event()
@@ -451,6 +452,7 @@ async def run_tui(settings: Settings) -> int:
     from tui.commands.runtime import build_runtime
 
     runtime = await build_runtime(settings)
+    runtime.exit_watchdog = True  # the stop bound holds for this process
     runtime.start_background()
     exit_code = EXIT_CRASH
     try:

@@ -110,8 +110,12 @@ class Runtime:
     # normal one).
     restore_terminal: Callable[[], None] | None = None
     close_error: str | None = None
+    # The command line arms it (the process is its own): a thread that ends the process
+    # at the stop bound. Runtimes built inside a test process leave it off.
+    exit_watchdog: bool = False
     _stop_started: float | None = None
     _closed: bool = False
+    _closed_cleanly: threading.Event = field(default_factory=threading.Event)
 
     def start_background(self) -> None:
         """The recorder's writer and the archiver: end-of-day export, quote retention
@@ -143,7 +147,8 @@ class Runtime:
         if self._stop_started is not None:
             return
         self._stop_started = time.monotonic()
-        threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
+        if self.exit_watchdog:
+            threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
 
     def stop_budget(self, share: float, *, reserve: float = 0.0) -> float:
         """Seconds a stop phase may take: its ``share``, within what is left of the bound
@@ -168,8 +173,10 @@ class Runtime:
     def _watchdog(self) -> None:
         # A daemon thread: it ends with the process, and it fires even when the event loop
         # is blocked (which no asyncio timeout could cut short).
-        time.sleep(STOP_BOUND_SECONDS)
-        self.force_exit(f"the stop did not finish within {STOP_BOUND_SECONDS:.0f} s")
+        # A close that ended cleanly (database closed, writer process gone) leaves nothing
+        # of ours that could hold the process up.
+        if not self._closed_cleanly.wait(STOP_BOUND_SECONDS):
+            self.force_exit(f"the stop did not finish within {STOP_BOUND_SECONDS:.0f} s")
 
     def force_exit(self, why: str) -> None:
         """End the process now: writer process killed, terminal restored, exit 1.
@@ -232,10 +239,12 @@ class Runtime:
             )
             logger.error("{error}", error=self.close_error)
         finally:
+            database_closed = False
             try:
                 await asyncio.wait_for(
                     self.database.close(), self.stop_budget(DATABASE_CLOSE_SECONDS)
                 )
+                database_closed = True
             except Exception:
                 logger.exception("database: close failed")
             for task in self._tasks:
@@ -244,6 +253,8 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, 1.0)
             self._tasks.clear()
+            if database_closed and self.recorder.writer_pid is None:
+                self._closed_cleanly.set()
         return self.close_error is None
 
 
