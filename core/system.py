@@ -220,8 +220,13 @@ class TradingSystem:
         if self.fatal_error is not None:
             raise self.fatal_error
 
-    async def stop(self, reason: str = "operator stop") -> None:
-        """Graceful stop: strategy off, working orders cancelled, records flushed by the caller."""
+    async def stop(self, reason: str = "operator stop", *, timeout: float = 8.0) -> None:
+        """Graceful stop: strategy off, working orders cancelled, records flushed by the caller.
+
+        The waits for queued orders to go out and for cancels to be confirmed share
+        ``timeout`` seconds (5:3), so a caller with a stop bound gets its day recorded and
+        the "stopped" alert within it; the rest of the stop does not wait on the broker.
+        """
         pipeline = self.pipeline
         if not pipeline.trading:
             return
@@ -230,10 +235,12 @@ class TradingSystem:
         self.strategy.on_stop()
         self.execution.clear_targets()
         cancelled = self.execution.cancel_all(f"shutdown: {reason}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.execution.drain(), timeout=5)
+            await asyncio.wait_for(self.execution.drain(), timeout=timeout * 5 / 8)
         if cancelled:
-            await self.execution.wait_no_working(timeout=3.0)
+            await self.execution.wait_no_working(timeout=max(deadline - loop.time(), 0.0))
         self.controls.record_daily_pnl()
         self.alerts.raise_alert(AlertSeverity.INFO, "system_stopped", f"Trading stopped: {reason}")
         for task in self._tasks:

@@ -161,10 +161,11 @@ class Runtime:
 
     async def stop_system(self, reason: str) -> bool:
         """The core's graceful stop (cancel working orders, strategy off), bounded."""
+        budget = self.stop_budget(SYSTEM_STOP_SECONDS, reserve=4.0)
         try:
-            await asyncio.wait_for(
-                self.system.stop(reason), self.stop_budget(SYSTEM_STOP_SECONDS, reserve=4.0)
-            )
+            # The core shares its waits within the budget (less a margin for its own
+            # bookkeeping); the wait_for only catches a stop that is stuck past it.
+            await asyncio.wait_for(self.system.stop(reason, timeout=max(budget - 1.0, 0.1)), budget)
         except Exception as exc:
             logger.opt(exception=exc).error("the core's stop did not finish cleanly")
             return False
