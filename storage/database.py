@@ -80,21 +80,50 @@ def check_directory(path: Path | str, setting: str) -> None:
     created or cannot be written; creates it when missing. A probe file is created and
     removed: a read-only mount or directory fails here, not in SQLite or the log sink."""
     path = Path(path)
+    _refuse_a_file(path, setting)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _probe_write(path)
+    except OSError as exc:
+        raise _not_writable(path, setting, exc) from None
+
+
+def probe_directory(path: Path | str, setting: str) -> None:
+    """What check_directory refuses, leaving nothing behind (``trading-console check``):
+    a missing directory is judged by the nearest existing one it would be made in."""
+    path = Path(path)
+    _refuse_a_file(path, setting)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        _probe_write(existing)
+    except OSError as exc:
+        raise _not_writable(path, setting, exc) from None
+
+
+def _refuse_a_file(path: Path, setting: str) -> None:
     if path.exists() and not path.is_dir():
         raise DatabaseRefused(
             f"{setting}={path} is not a directory (it is a file): point {setting} at a "
             "directory, or move the file away"
         )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise DatabaseRefused(
-            f"{setting}={path} is not writable ({exc.strerror or exc}): give this user "
-            f"write access or point {setting} at a writable directory"
-        ) from None
+
+
+def _probe_write(directory: Path) -> None:
+    """Create and remove a file: a read-only mount or directory fails here."""
+    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=directory)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _not_writable(path: Path, setting: str, exc: OSError) -> DatabaseRefused:
+    return DatabaseRefused(
+        f"{setting}={path} is not writable ({exc.strerror or exc}): give this user "
+        f"write access or point {setting} at a writable directory"
+    )
 
 
 def check_database_file(path: Path | str, known_version: int = SCHEMA_VERSION) -> None:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from storage.database import Database, DatabaseRefused, check_database_file, check_directory
+from storage.database import (
+    Database,
+    DatabaseRefused,
+    check_database_file,
+    check_directory,
+    probe_directory,
+)
 from storage.schema import SCHEMA_VERSION, SchemaVersionError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -274,5 +280,19 @@ def test_read_only_data_dir_exits_2(tmp_path: Path) -> None:
     directory.mkdir()
     with _read_only(directory):
         done = _cli(tmp_path, "--headless", LOG_DIR=str(tmp_path / "logs"))
+        checked = _cli(tmp_path, "check", LOG_DIR=str(tmp_path / "logs"))
     _assert_refused(done, "DATA_DIR", str(directory), "not writable")
+    # check refuses what run refuses, with the same line
+    _assert_refused(checked, "DATA_DIR", str(directory), "not writable")
     assert list(directory.iterdir()) == []
+
+
+def test_probe_directory_judges_a_missing_directory_by_its_parent(tmp_path: Path) -> None:
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    probe_directory(tmp_path / "new" / "data", "DATA_DIR")  # writable parent: fine
+    assert not (tmp_path / "new").exists()  # and nothing made
+    refused = pytest.raises(DatabaseRefused, match=r"DATA_DIR=.*not writable")
+    with _read_only(parent), refused:
+        probe_directory(parent / "data", "DATA_DIR")
+    assert list(parent.iterdir()) == []

@@ -307,11 +307,15 @@ def cmd_check(settings: Settings, *, live_confirmed: bool) -> int:
     for key, value in values.items():
         print(f"{key:<{width}}  {value}")
     refusal = run_refusal(settings, live_confirmed=live_confirmed)
-    if refusal is None and settings.database_path.exists():
-        from storage.database import check_database_file
+    if refusal is None:
+        from storage.database import check_database_file, probe_directory
 
-        try:  # read-only, as run checks it before writing (damaged, newer, not SQLite)
-            check_database_file(settings.database_path)
+        try:
+            # As run checks them before writing, but leaving nothing behind: DATA_DIR
+            # writable (a probe file, removed), the database sound (read only).
+            probe_directory(settings.data_dir, "DATA_DIR")
+            if settings.database_path.exists():
+                check_database_file(settings.database_path)
         except DatabaseRefused as exc:
             refusal = str(exc)
     if refusal:
