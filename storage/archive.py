@@ -212,7 +212,7 @@ def _batch_to_rows(schema: pa.Schema, batch: pa.RecordBatch | pa.Table) -> list[
     return list(zip(*columns, strict=True))
 
 
-def _check_file_schema(table: str, file_schema: pa.Schema, path: Path) -> None:
+def check_file_schema(table: str, file_schema: pa.Schema, path: Path) -> None:
     """Refuse a file that is not this table's archive before touching the database."""
     expected = SCHEMAS[table]
     missing = [f.name for f in expected if f.name not in file_schema.names]
@@ -397,7 +397,7 @@ async def import_file(db: Database, table: str, path: Path) -> FileImport:
     schema = SCHEMAS[table]
     path = Path(path)
     parquet = await asyncio.to_thread(pq.ParquetFile, path)
-    _check_file_schema(table, parquet.schema_arrow, path)
+    check_file_schema(table, parquet.schema_arrow, path)
     rows_in_file = parquet.metadata.num_rows
     if table in KEYLESS_TABLES and rows_in_file:
         start, end = await asyncio.to_thread(_time_span, path, DAY_COLUMNS[table])
@@ -426,7 +426,7 @@ def _time_span(path: Path, column: str) -> tuple[datetime, datetime]:
 def load_quotes(path: Path) -> list[Quote]:
     """A quotes archive file as Quote objects, in file (time) order, for replay."""
     table = read_parquet_table(path)
-    _check_file_schema("quotes", table.schema, Path(path))
+    check_file_schema("quotes", table.schema, Path(path))
     columns = [table.column(name).to_pylist() for name in SCHEMAS["quotes"].names]
     return [
         Quote(
@@ -510,7 +510,7 @@ def _archived_quotes(archive_dir: Path, day: date) -> tuple[int, datetime | None
     if not path.is_file():
         return None
     parquet = pq.ParquetFile(path)
-    _check_file_schema("quotes", parquet.schema_arrow, path)
+    check_file_schema("quotes", parquet.schema_arrow, path)
     if parquet.metadata.num_rows == 0:
         return 0, None
     _, last = _time_span(path, "ts")

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +34,8 @@ def run_cli(
 
 
 # (name, argv); in the work directory: `adir/` a directory, `afile` a file, `notdb` a file
-# that is no database, `junk.parquet` a file that is no Parquet.
+# that is no database, `junk.parquet` a file that is no Parquet, `wrong/` an archive whose
+# file has other columns.
 BAD_ARGUMENTS = [
     ("unknown command", ["frob"]),
     ("replay bad date", ["replay", "--date", "2024-13-01"]),
@@ -44,6 +47,7 @@ BAD_ARGUMENTS = [
     ("export no database", ["export", "--date", "2024-01-02", "--to", "adir"]),
     ("import missing path", ["import", "no/such/archive"]),
     ("import not parquet", ["import", "junk.parquet"]),
+    ("import wrong columns", ["import", "wrong/quotes/date=2024-01-02/part-0.parquet"]),
     ("prune --archive file", ["prune", "--before", "2024-01-02", "--archive", "afile"]),
     ("backtest junk data", ["backtest", "--data", "junk.parquet"]),
     ("backtest cash inf", ["backtest", "--data", "junk.parquet", "--cash", "inf"]),
@@ -64,6 +68,10 @@ def _workdir(root: Path) -> Path:
     (root / "afile").write_text("a file\n")
     (root / "notdb").write_bytes(b"this is not an SQLite database\n" * 4)
     (root / "junk.parquet").write_bytes(b"not parquet")
+    # Real Parquet in the archive's layout, but not a quotes archive's columns.
+    wrong = root / "wrong" / "quotes" / "date=2024-01-02"
+    wrong.mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1, 2]}), wrong / "part-0.parquet")
     return root
 
 
@@ -90,7 +98,12 @@ for argv in json.load(sys.stdin):
 json.dump(results, sys.__stdout__)
 """
 # A few cases also as their own process: the exit code and stderr of the real command.
-OWN_PROCESS = ["unknown command", "replay --db not a db", "import not parquet"]
+OWN_PROCESS = [
+    "unknown command",
+    "replay --db not a db",
+    "import not parquet",
+    "import wrong columns",
+]
 
 
 def _check(name: str, argv: list[str], code: object, stderr: str) -> str | None:

@@ -26,7 +26,7 @@ from core.config import TICKER, ConfigError, Settings, load_settings
 from core.data_files import DataFileError
 from core.model import Quote, TradingMode
 from core.strategy.loader import StrategyLoadError, build_strategy
-from storage.archive import ArchiveError, archive_files
+from storage.archive import ArchiveError, archive_files, check_file_schema
 from storage.order_journal import JournalInUse
 from storage.schema import DatabaseRefused
 from tui.commands.logs import redact_process_output
@@ -503,9 +503,9 @@ def _argument_problem(settings: Settings, args: argparse.Namespace) -> str | Non
         if not args.path.exists():
             return f"{args.path}: no such file or directory"
         try:
-            for _table, file in archive_files(args.path):
-                pq.read_metadata(file)
-        except ArchiveError as exc:
+            for table, file in archive_files(args.path):
+                check_file_schema(table, pq.read_schema(file), file)
+        except (ArchiveError, ValueError) as exc:
             return str(exc)
         except (OSError, pa.ArrowException) as exc:
             return f"{args.path}: not a Parquet archive ({_one_line(exc)})"
