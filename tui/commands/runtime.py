@@ -221,9 +221,17 @@ class Runtime:
         # An export in progress is abandoned (its partial file is removed; the next start
         # exports the day again). Alerts next: their delivery outcomes are events the
         # recorder must still store; the recorder flushes last, then its task ends.
+        # Waited for, not only cancelled: an upkeep pass cut off mid-way (a prune's
+        # transaction, a query in flight) must have let go of the database before the
+        # final flush writes, or that flush fails with "database is locked".
+        from tui.commands.archive_cmd import stop_archiver
+
         archivers = [t for t in self._tasks if t.get_name() == "archiver"]
         for task in archivers:
-            task.cancel()
+            try:
+                await asyncio.wait_for(stop_archiver(task), self.stop_budget(2.0, reserve=6.0))
+            except Exception:
+                logger.exception("archiver: stop failed")
         try:
             budget = self.stop_budget(alert_timeout, reserve=3.0)
             await asyncio.wait_for(self.monitoring.close(budget), budget + 1.0)
