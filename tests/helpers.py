@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +23,32 @@ from core.strategy.ma_cross import MovingAverageCross
 from core.system import TradingSystem
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)  # 09:30 New York
+REPO = Path(__file__).resolve().parent.parent
+
+
+def process_env(
+    tmp_path: Path, *, drop: tuple[str, ...] = ("SIM_", "TRADING_"), **values: str
+) -> dict[str, str]:
+    """The environment of a real `trading-console` process under test: this one's, less
+    the settings prefixes in ``drop`` (the test says what it wants), the tree under test
+    on PYTHONPATH, DATA_DIR and STOP_FILE in ``tmp_path``, then ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(
+        PYTHONPATH=str(REPO), DATA_DIR=str(tmp_path / "data"), STOP_FILE=str(tmp_path / "STOP")
+    )
+    env.update(values)
+    return env
+
+
+def query_db(db: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read a running console's database; nothing while it (or its schema) is not there."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []  # schema not created yet
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:

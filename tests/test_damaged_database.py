@@ -23,8 +23,8 @@ from storage.database import (
     probe_directory,
 )
 from storage.schema import SCHEMA_VERSION, SchemaVersionError
+from tests.helpers import process_env
 
-REPO = Path(__file__).resolve().parent.parent
 PAGE = 4096
 
 
@@ -207,14 +207,7 @@ def test_check_directory_refuses_a_read_only_directory(tmp_path: Path) -> None:
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIM_", "TRADING_"))}
-    env.update(
-        PYTHONPATH=str(REPO),
-        DATA_DIR=str(tmp_path / "data"),
-        STOP_FILE=str(tmp_path / "STOP"),
-        SYMBOLS="AAPL,MSFT",
-        SIM_QUOTES_PER_SECOND="20",
-    )
+    env = process_env(tmp_path, SYMBOLS="AAPL,MSFT", SIM_QUOTES_PER_SECOND="20")
     env.update(extra)
     return env
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+from tests.helpers import process_env, query_db
+
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIM_", "TRADING_"))}
-    env.update(
-        DATA_DIR=str(tmp_path / "data"),
-        STOP_FILE=str(tmp_path / "STOP"),
+    env = process_env(
+        tmp_path,
         SYMBOLS="AAPL,MSFT",
         SIM_QUOTES_PER_SECOND="20",
         BAR_SECONDS="1",
@@ -24,16 +22,6 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []  # schema not created yet
 
 
 HEADLESS = [sys.executable, "-m", "tui.commands.cli", "--headless"]
@@ -63,7 +51,7 @@ def _run_headless(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str
 
 
 def _quote_rows(db: Path) -> int:
-    rows = _query(db, "SELECT COUNT(*) FROM quotes")
+    rows = query_db(db, "SELECT COUNT(*) FROM quotes")
     return int(str(rows[0][0])) if rows else 0
 
 
@@ -84,8 +72,8 @@ def test_headless_runs_halts_on_stop_file_and_stops_on_sigint(tmp_path: Path) ->
         (tmp_path / "STOP").touch()
         touched = datetime.fromtimestamp((tmp_path / "STOP").stat().st_mtime).astimezone()
         halted = "SELECT ts FROM trading_state_changes WHERE state='HALTED' AND reason='STOP file'"
-        assert _wait_for(lambda: bool(_query(db, halted)))
-        halted_at = datetime.fromisoformat(str(_query(db, halted)[0][0]))
+        assert _wait_for(lambda: bool(query_db(db, halted)))
+        halted_at = datetime.fromisoformat(str(query_db(db, halted)[0][0]))
         assert (halted_at - touched).total_seconds() <= 1.0
         assert proc.poll() is None  # halting does not stop the process
         proc.send_signal(signal.SIGINT)
@@ -94,9 +82,9 @@ def test_headless_runs_halts_on_stop_file_and_stops_on_sigint(tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    stops = _query(db, "SELECT message FROM alerts WHERE key='system_stopped'")
+    stops = query_db(db, "SELECT message FROM alerts WHERE key='system_stopped'")
     assert stops and "signal" in str(stops[0][0])
-    working = _query(
+    working = query_db(
         db,
         "SELECT COUNT(*) FROM orders WHERE status IN ('PendingSubmit','Submitted','PendingCancel')",
     )

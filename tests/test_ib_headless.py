@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fake_tws import FakeTws
+from tests.helpers import query_db
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,16 +50,6 @@ def threaded_tws() -> Iterator[ThreadedTws]:
         yield server
 
 
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []  # schema not created yet
-
-
 def test_headless_paper_mode_records_ib_quotes_and_stops_on_sigint(
     tmp_path: Path, threaded_tws: ThreadedTws
 ) -> None:
@@ -89,7 +79,7 @@ def test_headless_paper_mode_records_ib_quotes_and_stops_on_sigint(
         deadline = time.monotonic() + 20
         price = 190.0
         while time.monotonic() < deadline:
-            rows = _query(db, count_sql)
+            rows = query_db(db, count_sql)
             if rows and int(str(rows[0][0])) >= 20:
                 break
             if proc.poll() is not None:
@@ -100,7 +90,7 @@ def test_headless_paper_mode_records_ib_quotes_and_stops_on_sigint(
             )
             time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()[1]
-        assert int(str(_query(db, count_sql)[0][0])) >= 20
+        assert int(str(query_db(db, count_sql)[0][0])) >= 20
         assert threaded_tws.tws.ready_sessions[0].client_id == 3
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=20)
@@ -109,7 +99,7 @@ def test_headless_paper_mode_records_ib_quotes_and_stops_on_sigint(
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    symbols = {str(r[0]) for r in _query(db, "SELECT DISTINCT symbol FROM quotes")}
+    symbols = {str(r[0]) for r in query_db(db, "SELECT DISTINCT symbol FROM quotes")}
     assert symbols == {"AAPL", "MSFT"}
-    stops = _query(db, "SELECT message FROM alerts WHERE key='system_stopped'")
+    stops = query_db(db, "SELECT message FROM alerts WHERE key='system_stopped'")
     assert stops and "signal" in str(stops[0][0])

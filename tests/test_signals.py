@@ -31,9 +31,9 @@ from core.model import AlertSeverity, Fill, Order, OrderType, Quote, Side
 from storage.database import Database
 from storage.recorder import Recorder
 from storage.writer import WriterProcess
+from tests.helpers import process_env, query_db
 from tui.commands.runtime import STOP_BOUND_SECONDS
 
-REPO = Path(__file__).resolve().parents[1]
 HEADLESS = [sys.executable, "-m", "tui.commands.cli", "--headless"]
 START_SECONDS = 60.0  # interpreter start, imports, database creation, first quotes
 # The process must be gone well within this after the first stop signal: the bound plus
@@ -42,17 +42,14 @@ EXIT_SECONDS = STOP_BOUND_SECONDS + 45.0
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIM_", "TRADING_", "IB_"))}
-    env.update(
-        PYTHONPATH=str(REPO),
-        DATA_DIR=str(tmp_path / "data"),
-        STOP_FILE=str(tmp_path / "STOP"),
+    return process_env(
+        tmp_path,
+        drop=("SIM_", "TRADING_", "IB_"),
         SYMBOLS="AAPL,MSFT",
         SIM_QUOTES_PER_SECOND="20",
         BAR_SECONDS="1",
         STRATEGY_PARAMS='{"fast": 2, "slow": 4}',
     )
-    return env
 
 
 class Headless:
@@ -129,18 +126,8 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-
-
 def _count(db: Path, table: str) -> int:
-    rows = _query(db, f"SELECT COUNT(*) FROM {table}")
+    rows = query_db(db, f"SELECT COUNT(*) FROM {table}")
     return int(str(rows[0][0])) if rows else 0
 
 
@@ -182,13 +169,13 @@ def database_write_lock(db: Path) -> Iterator[None]:
 
 def _assert_graceful(h: Headless, sig_name: str) -> None:
     assert f"Trading stopped: signal {sig_name}" in h.stderr
-    stops = _query(h.db, "SELECT message FROM alerts WHERE key='system_stopped'")
+    stops = query_db(h.db, "SELECT message FROM alerts WHERE key='system_stopped'")
     assert stops and sig_name in str(stops[-1][0]), stops
-    assert _query(h.db, "SELECT state FROM heartbeat") == [("stopped",)]
+    assert query_db(h.db, "SELECT state FROM heartbeat") == [("stopped",)]
     working = (
         "SELECT COUNT(*) FROM orders WHERE status IN ('PendingSubmit','Submitted','PendingCancel')"
     )
-    assert _query(h.db, working) == [(0,)]
+    assert query_db(h.db, working) == [(0,)]
     journal = h.db.with_name(h.db.name + "-orders")
     assert not journal.exists() or journal.stat().st_size == 0  # folded into the database
 
