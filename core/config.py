@@ -41,6 +41,8 @@ _DIR_PATHS = ("data_dir", "log_dir", "archive_dir")
 TICKER = re.compile(r"[A-Z][A-Z0-9.\-]{0,11}")
 MAX_SYMBOLS = 1_000
 WHATSAPP_NUMBER = re.compile(r"whatsapp:\+[1-9]\d{6,14}")  # E.164: at most 15 digits
+_TWILIO_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_TELEGRAM_CHAT = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
 
@@ -106,6 +108,14 @@ class ConfigError(Exception):
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
+
+
+def _blank_or_matching(value: str, pattern: re.Pattern[str], rule: str) -> str:
+    """``value`` stripped: empty (the setting is unused) or matching ``pattern`` whole."""
+    value = value.strip()
+    if value and not pattern.fullmatch(value):
+        raise ValueError(rule)
+    return value
 
 
 class Settings(BaseSettings):
@@ -509,26 +519,27 @@ class Settings(BaseSettings):
     @field_validator("twilio_whatsapp_from")
     @classmethod
     def _check_whatsapp_from(cls, value: str) -> str:
-        value = value.strip()
-        if value and not WHATSAPP_NUMBER.fullmatch(value):
-            raise ValueError("empty or whatsapp: and an E.164 number, e.g. whatsapp:+14155238886")
-        return value
+        return _blank_or_matching(
+            value,
+            WHATSAPP_NUMBER,
+            "empty or whatsapp: and an E.164 number, e.g. whatsapp:+14155238886",
+        )
 
     @field_validator("twilio_account_sid")
     @classmethod
     def _check_twilio_sid(cls, value: str) -> str:
-        value = value.strip()
-        if value and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
-            raise ValueError("empty or AC followed by 32 hex digits (Twilio console, Account Info)")
-        return value
+        return _blank_or_matching(
+            value,
+            _TWILIO_SID,
+            "empty or AC followed by 32 hex digits (Twilio console, Account Info)",
+        )
 
     @field_validator("telegram_chat_id")
     @classmethod
     def _check_chat_id(cls, value: str) -> str:
-        value = value.strip()
-        if value and not re.fullmatch(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}", value):
-            raise ValueError("empty, a numeric chat id (e.g. 424242, -100123) or @channelname")
-        return value
+        return _blank_or_matching(
+            value, _TELEGRAM_CHAT, "empty, a numeric chat id (e.g. 424242, -100123) or @channelname"
+        )
 
     @field_validator("telegram_bot_token")
     @classmethod

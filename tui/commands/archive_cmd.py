@@ -40,20 +40,20 @@ def _usage_error(message: object) -> int:
     return EXIT_USAGE
 
 
-def _existing_database(settings: Settings) -> Path | None:
-    # Export and prune read what the console recorded; opening a missing path would
-    # silently create an empty database and report "nothing to do".
+async def _open_existing_database(settings: Settings) -> Database:
+    """DATABASE_FILE opened, refused (DatabaseRefused) when damaged or missing: export and
+    prune read what the console recorded, and opening a missing path would silently
+    create an empty database and report "nothing to do"."""
     path = settings.database_path
-    return path if path.exists() else None
+    if not path.exists():
+        raise DatabaseRefused(f"no database at {path}: set DATABASE_FILE")
+    return await Database.open(path)
 
 
 async def run_export(settings: Settings, day: date, to: Path) -> int:
     """Write every table's rows of UTC ``day`` under ``to`` (hive layout)."""
-    db_path = _existing_database(settings)
-    if db_path is None:
-        return _usage_error(f"no database at {settings.database_path}: set DATABASE_FILE")
     try:
-        db = await Database.open(db_path)
+        db = await _open_existing_database(settings)
     except DatabaseRefused as exc:
         return _usage_error(exc)
     try:
@@ -61,7 +61,7 @@ async def run_export(settings: Settings, day: date, to: Path) -> int:
     finally:
         await db.close()
     if not written:
-        print(f"nothing recorded on {day} (UTC) in {db_path}: no files written")
+        print(f"nothing recorded on {day} (UTC) in {db.path}: no files written")
         return EXIT_OK
     for table in TABLES:
         result = written.get(table)
@@ -70,7 +70,7 @@ async def run_export(settings: Settings, day: date, to: Path) -> int:
         kept = " (kept: the archive holds more rows than the database)"
         note = kept if result.kept_existing else ""
         print(f"{table:<22} {result.rows:>10,} rows  {result.path}{note}")
-    print(f"exported {day} from {db_path} to {to}")
+    print(f"exported {day} from {db.path} to {to}")
     return EXIT_OK
 
 
@@ -108,11 +108,8 @@ async def run_import(settings: Settings, path: Path) -> int:
 async def run_prune(settings: Settings, before: date, archive_dir: Path) -> int:
     """Delete quotes of UTC days before ``before`` from SQLite, refusing any such day the
     archive does not hold in full. Orders, fills and every other table are kept."""
-    db_path = _existing_database(settings)
-    if db_path is None:
-        return _usage_error(f"no database at {settings.database_path}: set DATABASE_FILE")
     try:
-        db = await Database.open(db_path)
+        db = await _open_existing_database(settings)
     except DatabaseRefused as exc:
         return _usage_error(exc)
     try:
@@ -124,7 +121,7 @@ async def run_prune(settings: Settings, before: date, archive_dir: Path) -> int:
     for day, rows in pruned.items():
         where = archive_path(archive_dir, "quotes", day)
         print(f"{day}  {rows:>10,} quotes deleted (archived in {where})")
-    print(f"pruned {sum(pruned.values()):,} quotes before {before} from {db_path}")
+    print(f"pruned {sum(pruned.values()):,} quotes before {before} from {db.path}")
     return EXIT_OK
 
 
