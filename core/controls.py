@@ -99,7 +99,7 @@ class Controls:
         """No new risk-increasing orders; desired positions forgotten, working orders
         cancelled. Never refused; a tripped breaker stays tripped (the stronger state)."""
         text = reason.text(detail)
-        working = len(self._execution.working_orders())
+        working = self._execution.working_count
         if not self._risk.halt(text):
             return ActionResult(False, f"already {self._risk.state}: {self._risk.state_reason}")
         self._execution.clear_targets()
