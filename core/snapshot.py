@@ -29,7 +29,7 @@ from core.clock import Clock
 from core.events import BarClosed
 from core.execution import ExecutionEngine
 from core.marketdata import MarketDataFeed
-from core.model import Alert, TradingMode
+from core.model import Alert, Position, TradingMode
 from core.portfolio import Portfolio
 from core.risk import RiskManager
 from core.strategy.base import Strategy
@@ -156,7 +156,9 @@ class SnapshotBuilder:
         )
         rows = []
         for s in symbols:
-            p = portfolio.position(s)
+            # A read: a symbol only the broker holds gets a flat row, not a new position
+            # in the books (Portfolio.position would add one).
+            p = portfolio.positions.get(s) or Position(s)
             broker_qty = broker_positions.get(s, 0)
             rows.append(
                 PositionRow(
