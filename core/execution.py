@@ -262,6 +262,18 @@ class ExecutionEngine:
         if client_order_id not in self._cancel_before_send:
             self._broker.cancel_order(client_order_id)
 
+    def resend_cancel(self, client_order_id: str, broker_order_id: str | None = None) -> bool:
+        """Ask the broker again to cancel an order already waiting for its cancel: after a
+        restart nobody knows whether the first request left before the process died."""
+        order = self.orders.get(client_order_id)
+        if order is None or order.status is not OrderStatus.PENDING_CANCEL:
+            return False
+        if broker_order_id:
+            order.broker_order_id = broker_order_id
+        self._cancel_before_send.discard(client_order_id)
+        self._broker.cancel_order(client_order_id)
+        return True
+
     def cancel_all(self, reason: str) -> int:
         ids = list(self._working.values())
         for client_order_id in ids:
@@ -303,8 +315,10 @@ class ExecutionEngine:
                 order.last_message = update.message
                 self.changes += 1
             return
-        if status is SUBMITTED and order.status is not PENDING_SUBMIT:
-            return  # a late acknowledgement after fills or a cancel request changes nothing
+        if (status is SUBMITTED or status is PENDING_SUBMIT) and order.status is not PENDING_SUBMIT:
+            # A late acknowledgement (or, after a restart, the broker's word that it has
+            # the order) after fills or a cancel request changes nothing.
+            return
         if status is CANCELLED:
             self._finish(order, CANCELLED, update.message or "cancelled")
             return

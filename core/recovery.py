@@ -146,9 +146,19 @@ async def reconcile_with_broker(parts: RecoveryParts, journal: Journal) -> Recov
     return report
 
 
+_WORKING_AT_BROKER = frozenset(
+    {OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED}
+)
+
+
 def _adopt(parts: RecoveryParts, order: Order, known: BrokerOrderState) -> None:
     now = parts.clock.now()
     status = known.status
+    if order.status is OrderStatus.PENDING_CANCEL and status in _WORKING_AT_BROKER:
+        # The cancel was asked for before the crash; whether it left is unknown, and
+        # the broker still works the order: ask again (a second request is harmless).
+        parts.execution.resend_cancel(order.client_order_id, known.broker_order_id)
+        return
     if status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
         status = OrderStatus.SUBMITTED  # fills already drove the quantity; this is the ack
     parts.execution.on_order_status(

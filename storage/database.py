@@ -210,7 +210,12 @@ class Database:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        # Reads and write transactions on this connection take turns. A statement still
+        # open when a BEGIN IMMEDIATE runs is a read transaction on an old snapshot, and
+        # SQLite then answers "database is locked" at once instead of waiting
+        # busy_timeout for the writer process (the final flush failed that way).
         self._lock = asyncio.Lock()
+        self._writing_task: asyncio.Task[Any] | None = None
 
     @classmethod
     async def open(
@@ -244,7 +249,8 @@ class Database:
             await self._conn.close()
 
     async def schema_version(self) -> int:
-        return await _user_version(self._conn)
+        row = await self._fetchone("PRAGMA user_version")
+        return int(row[0]) if row else 0
 
     async def journal_mode(self) -> str:
         row = await self._fetchone("PRAGMA journal_mode")
@@ -258,13 +264,28 @@ class Database:
         take it themselves (upsert_order, insert_fill, write_batch) must not be
         called inside it; use the ``*_in_transaction`` writers there instead."""
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            self._writing_task = asyncio.current_task()
             try:
+                # Inside the try: a task cancelled while BEGIN runs still rolls it back
+                # (aiosqlite runs the two in the order they were asked for).
+                await self._conn.execute("BEGIN IMMEDIATE")
                 yield
                 await self._conn.execute("COMMIT")
             except BaseException:
                 await self._rollback_quietly()
                 raise
+            finally:
+                self._writing_task = None
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """Take turns with the write transactions (see ``__init__``); a read inside the
+        caller's own transaction needs no turn."""
+        if self._writing_task is not None and self._writing_task is asyncio.current_task():
+            yield
+            return
+        async with self._lock:
+            yield
 
     async def _rollback_quietly(self) -> None:
         # The original error is the one worth seeing; a failing rollback is only logged.
@@ -512,16 +533,23 @@ class Database:
             f"SELECT {quoted(TABLE_COLUMNS[table])} FROM {table} "
             f'WHERE {where} ORDER BY "{column}", rowid'
         )
-        async with self._conn.execute(sql, params) as cursor:
+        # Its own read-only connection: a day's export takes seconds, and its open
+        # cursor must not hold back this connection's writes (see ``__init__``). WAL
+        # gives it one consistent snapshot while the console goes on writing.
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        async with (
+            aiosqlite.connect(uri, uri=True) as conn,
+            conn.execute(sql, params) as cursor,
+        ):
             while rows := await cursor.fetchmany(chunk_rows):
                 yield [tuple(r) for r in rows]
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self._conn.execute(sql, params) as cursor:
+        async with self._reading(), self._conn.execute(sql, params) as cursor:
             return [tuple(r) for r in await cursor.fetchall()]
 
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._conn.execute(sql, params) as cursor:
+        async with self._reading(), self._conn.execute(sql, params) as cursor:
             return await cursor.fetchone()
 
 

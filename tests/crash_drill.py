@@ -65,7 +65,13 @@ _RECOVERY_LINE = re.compile(
     r"(\d+) never received, (\d+) unknown at broker"
 )
 # Log text that must never appear: a re-sent order, or a core task that crashed.
-_FORBIDDEN_LOG_TEXT = ("duplicate client_order_id", "crashed", "Traceback")
+_FORBIDDEN_LOG_TEXT = (
+    "duplicate client_order_id",
+    "crashed",
+    "Traceback",
+    "order update refused",  # our view of an order disagreed with the broker's
+    "database is locked",
+)
 
 
 class ChurnStrategy(Strategy):

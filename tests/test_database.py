@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.events import DailyPnlRecorded, TradingStateChanged
+from core.heartbeat import HeartbeatRecord, HeartbeatState
 from core.model import (
     Alert,
     AlertSeverity,
@@ -274,6 +278,80 @@ async def test_transaction_rolls_back_on_error(db: Database) -> None:
     with pytest.raises(ValueError, match="unknown table"):
         await db.count("nope")
     assert to_db_ts(T0) < to_db_ts(T0 + timedelta(microseconds=1))
+
+
+# ------------------------------------------------ reads, writes and the other writer
+
+
+def _hold_write_lock(path: Path, seconds: float) -> threading.Thread:
+    """Another connection (as the writer process is) holds the write lock a while."""
+    taken = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO quotes VALUES ('X', 't', 1, 2, 1, 1, NULL, 'sim')")
+        taken.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+        conn.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait(5)
+    return thread
+
+
+async def test_a_read_in_flight_does_not_make_a_write_fail_while_the_writer_process_writes(
+    db: Database,
+) -> None:
+    # A SELECT still open on this connection when its BEGIN IMMEDIATE runs makes SQLite
+    # answer "database is locked" at once instead of waiting for the other writer (the
+    # final flush of a stopping console failed so).
+    await db.write_batch({"quotes": [quote_row(Quote("A", T0, 1.0, 1.1))]})
+    holder = _hold_write_lock(db.path, 0.3)
+    try:
+        count, _ = await asyncio.gather(
+            db.count("quotes"),
+            db.write_heartbeat(HeartbeatRecord(T0, 1, HeartbeatState.RUNNING, T0)),
+        )
+    finally:
+        await asyncio.to_thread(holder.join)
+    assert count in (1, 2)
+    beat = await db.heartbeat()
+    assert beat is not None and beat.state is HeartbeatState.RUNNING
+
+
+async def test_a_task_cancelled_while_its_transaction_begins_leaves_no_transaction_open(
+    db: Database,
+) -> None:
+    holder = _hold_write_lock(db.path, 0.3)
+    try:
+        task = asyncio.create_task(db.write_batch({"quotes": [quote_row(Quote("A", T0, 1, 2))]}))
+        await asyncio.sleep(0.05)  # BEGIN IMMEDIATE is waiting for the other writer
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await asyncio.to_thread(holder.join)
+    # Had the BEGIN stayed open, this would fail ("cannot start a transaction within a
+    # transaction") and the other writer would wait for a lock never released.
+    await db.write_batch({"quotes": [quote_row(Quote("B", T0, 1.0, 1.1))]})
+    with _plain(db.path) as other:
+        assert other.execute("SELECT COUNT(*) FROM quotes WHERE symbol = 'B'").fetchone()[0] == 1
+
+
+async def test_a_day_export_in_progress_does_not_hold_back_writes(db: Database) -> None:
+    await db.write_batch({"quotes": [quote_row(Quote("A", T0, 1.0, 1.1))] * 3})
+    chunks = db.iter_day_rows("quotes", T0.date(), chunk_rows=1)
+    first = await anext(chunks)  # the export's cursor is open between chunks
+    holder = _hold_write_lock(db.path, 0.2)
+    try:
+        await db.write_heartbeat(HeartbeatRecord(T0, 1, HeartbeatState.RUNNING, T0))
+    finally:
+        await asyncio.to_thread(holder.join)
+    rest = [row async for chunk in chunks for row in chunk]
+    assert len(first) == 1 and len(rest) == 2
 
 
 # ------------------------------------------------------------------ the single-console lock

@@ -139,6 +139,35 @@ async def test_positions_and_working_orders_come_back_and_are_adopted_not_resent
     await second.stop()
 
 
+async def test_a_cancel_asked_for_before_a_crash_is_asked_again_and_the_order_ends_cancelled(
+    db_and_settings: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, s = db_and_settings
+    first = await open_session(s, db)
+    await run(first, 2)
+    ex = first.rig.system.execution
+    bid = first.rig.system.feed.latest("MSFT").bid  # type: ignore[union-attr]
+    from core.model import OrderIntent
+
+    resting = ex.on_intent(OrderIntent("MSFT", Side.BUY, 5, OrderType.LIMIT, round(bid * 0.97, 2)))
+    assert resting is not None
+    await run(first, 1)
+    assert resting.status is OrderStatus.SUBMITTED
+    # The cancel request dies with the process before it reaches the venue.
+    monkeypatch.setattr(first.rig.venue, "cancel_order", lambda client_order_id: None)
+    ex.cancel(resting.client_order_id, "operator cancel")
+    assert resting.status is OrderStatus.PENDING_CANCEL
+    await first.recorder.flush()
+    first.die()
+
+    second = await open_session(s, db, start=first.rig.clock.now())
+    await run(second, 1)
+    order = second.rig.system.execution.orders[resting.client_order_id]
+    assert order.status is OrderStatus.CANCELLED
+    assert second.rig.venue.order_states()[resting.client_order_id].status is OrderStatus.CANCELLED
+    await second.stop()
+
+
 async def test_fills_the_journal_missed_are_applied_once_and_unsent_orders_marked(
     db_and_settings: tuple[Database, Settings],
 ) -> None:
