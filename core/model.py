@@ -27,8 +27,55 @@ class Side(StrEnum):
 
 
 class OrderType(StrEnum):
+    """IB's order type names. A stop triggers when the last trade price reaches
+    ``stop_price`` (at or above it for a buy, at or below for a sell); a stop then
+    works as a market order, a stop-limit as a limit order at ``limit_price``."""
+
     MARKET = "MKT"
     LIMIT = "LMT"
+    STOP = "STP"
+    STOP_LIMIT = "STP LMT"
+
+    @property
+    def is_stop(self) -> bool:
+        return self is OrderType.STOP or self is OrderType.STOP_LIMIT
+
+    @property
+    def has_limit(self) -> bool:
+        return self is OrderType.LIMIT or self is OrderType.STOP_LIMIT
+
+
+class TimeInForce(StrEnum):
+    DAY = "DAY"
+    GTC = "GTC"  # good till cancelled: rests across sessions (protective stops)
+
+
+class OrderRole(StrEnum):
+    """What an order is for. The execution engine keeps one working ENTRY order per
+    symbol (the target's); STOP_LOSS and TAKE_PROFIT orders rest beside it to close
+    the position (a bracket's children, or the protective stop)."""
+
+    ENTRY = "entry"
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+
+    @property
+    def suffix(self) -> str:
+        """The client order id suffix of the role, so that an order found at the broker
+        after a crash says what it is by its id alone (orderRef at IB)."""
+        return _ROLE_SUFFIX[self]
+
+
+_ROLE_SUFFIX = {OrderRole.ENTRY: "", OrderRole.STOP_LOSS: "-SL", OrderRole.TAKE_PROFIT: "-TP"}
+
+
+def role_of_order_id(client_order_id: str) -> OrderRole:
+    """The role a client order id names by its suffix (ENTRY when it has none)."""
+    if client_order_id.endswith("-SL"):
+        return OrderRole.STOP_LOSS
+    if client_order_id.endswith("-TP"):
+        return OrderRole.TAKE_PROFIT
+    return OrderRole.ENTRY
 
 
 class OrderStatus(StrEnum):
@@ -143,6 +190,9 @@ class QuoteSource(StrEnum):
 # reading a module constant is a dict lookup.
 BUY, SELL = Side.BUY, Side.SELL
 MARKET, LIMIT = OrderType.MARKET, OrderType.LIMIT
+STOP, STOP_LIMIT = OrderType.STOP, OrderType.STOP_LIMIT
+DAY, GTC = TimeInForce.DAY, TimeInForce.GTC
+ENTRY = OrderRole.ENTRY
 PENDING_SUBMIT = OrderStatus.PENDING_SUBMIT
 SUBMITTED = OrderStatus.SUBMITTED
 PARTIALLY_FILLED = OrderStatus.PARTIALLY_FILLED
@@ -208,16 +258,29 @@ class Bar:
 
 @dataclass(slots=True)
 class TargetPosition:
-    """What a strategy wants to hold in a symbol (signed shares)."""
+    """What a strategy wants to hold in a symbol (signed shares).
+
+    ``stop_pct``: the position is to be protected by a stop at the broker this many
+    percent away from its average cost (overrides PROTECTIVE_STOP_PCT for the symbol);
+    ``trailing``: that stop follows the best price since entry, never moving back.
+    ``take_profit_pct``: also rest a take-profit limit that far on the other side."""
 
     symbol: str
     quantity: int
     reason: str = ""
+    stop_pct: float | None = None
+    take_profit_pct: float | None = None
+    trailing: bool = False
 
 
 @dataclass(slots=True)
 class OrderIntent:
-    """A concrete order proposal before risk has looked at it."""
+    """A concrete order proposal before risk has looked at it.
+
+    ``stop_loss`` / ``take_profit`` (prices) make it a bracket: the entry is the parent,
+    a GTC stop (and a GTC take-profit limit) the children in one OCA group, released
+    when the parent fills and sized to what it filled. ``trailing``: the stop-loss
+    follows the best price since the fill by its initial distance."""
 
     symbol: str
     side: Side
@@ -225,6 +288,11 @@ class OrderIntent:
     order_type: OrderType = OrderType.MARKET
     limit_price: float | None = None
     reason: str = ""
+    stop_price: float | None = None
+    tif: TimeInForce = TimeInForce.DAY
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    trailing: bool = False
 
 
 class InvalidOrderTransition(Exception):
@@ -262,6 +330,11 @@ class OrderSnapshot(NamedTuple):
     broker_order_id: str | None
     last_message: str
     reduce_only: bool
+    stop_price: float | None
+    tif: TimeInForce
+    role: OrderRole
+    parent_id: str | None
+    oca_group: str | None
 
 
 @dataclass(slots=True)
@@ -284,6 +357,11 @@ class Order:
     broker_order_id: str | None = None
     last_message: str = ""
     reduce_only: bool = False
+    stop_price: float | None = None
+    tif: TimeInForce = TimeInForce.DAY
+    role: OrderRole = OrderRole.ENTRY
+    parent_id: str | None = None  # a bracket child's parent (its client order id)
+    oca_group: str | None = None  # one fill here reduces (or cancels) the others
 
     @property
     def remaining(self) -> int:
@@ -320,6 +398,11 @@ class Order:
                 self.broker_order_id,
                 self.last_message,
                 self.reduce_only,
+                self.stop_price,
+                self.tif,
+                self.role,
+                self.parent_id,
+                self.oca_group,
             ),
         )
 
@@ -386,6 +469,10 @@ class BrokerOrderState:
     filled_quantity: int
     status: OrderStatus
     broker_order_id: str | None = None
+    order_type: OrderType = OrderType.MARKET
+    stop_price: float | None = None
+    limit_price: float | None = None
+    tif: TimeInForce = TimeInForce.DAY
 
 
 @dataclass(frozen=True, slots=True)

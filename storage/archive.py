@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from core.model import Quote, QuoteSource
 from storage.database import Database
 from storage.rows import day_bounds, from_db_ts, to_db_ts
-from storage.schema import DAY_COLUMNS, Row, check_table
+from storage.schema import ADDED_COLUMNS, DAY_COLUMNS, Row, check_table
 
 _TS = pa.timestamp("us", tz="UTC")
 _IMPORT_BATCH_ROWS = 50_000
@@ -115,6 +115,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("broker_order_id", pa.string(), nullable=True),
             *_text("last_message"),
             _f("reduce_only", pa.bool_()),
+            _f("stop_price", pa.float64(), nullable=True),
+            *_text("tif", "role"),
+            _f("parent_id", pa.string(), nullable=True),
+            _f("oca_group", pa.string(), nullable=True),
         ]
     ),
     "order_events": pa.schema(
@@ -203,9 +207,15 @@ def _rows_to_table(schema: pa.Schema, rows: Sequence[Row]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _batch_to_rows(schema: pa.Schema, batch: pa.RecordBatch | pa.Table) -> list[Row]:
+def _batch_to_rows(
+    schema: pa.Schema, batch: pa.RecordBatch | pa.Table, added: Mapping[str, object] = {}
+) -> list[Row]:
     columns = []
+    names = batch.schema.names
     for field in schema:
+        if field.name not in names:  # a file from before the column was added
+            columns.append([added[field.name]] * batch.num_rows)
+            continue
         values = batch.column(field.name).to_pylist()
         convert = _arrow_to_sql(field.type)
         columns.append(values if convert is None else [convert(v) for v in values])
@@ -215,13 +225,14 @@ def _batch_to_rows(schema: pa.Schema, batch: pa.RecordBatch | pa.Table) -> list[
 def check_file_schema(table: str, file_schema: pa.Schema, path: Path) -> None:
     """Refuse a file that is not this table's archive before touching the database."""
     expected = SCHEMAS[table]
-    missing = [f.name for f in expected if f.name not in file_schema.names]
+    added = ADDED_COLUMNS.get(table, {})
+    missing = [f.name for f in expected if f.name not in file_schema.names and f.name not in added]
     if missing:
         raise ValueError(f"{path} is not a {table!r} archive: missing columns {missing}")
     wrong = [
         f"{f.name} is {file_schema.field(f.name).type}, expected {f.type}"
         for f in expected
-        if not file_schema.field(f.name).type.equals(f.type)
+        if f.name in file_schema.names and not file_schema.field(f.name).type.equals(f.type)
     ]
     if wrong:
         raise ValueError(f"{path} is not a {table!r} archive: {'; '.join(wrong)}")
@@ -404,17 +415,21 @@ async def import_file(db: Database, table: str, path: Path) -> FileImport:
         present = await asyncio.to_thread(_count_between, db.path, table, start, end)
         if present:
             return FileImport(table, path, rows_in_file, 0, skipped_present=True)
-    batches = parquet.iter_batches(batch_size=_IMPORT_BATCH_ROWS, columns=schema.names)
+    present_columns = [n for n in schema.names if n in parquet.schema_arrow.names]
+    batches = parquet.iter_batches(batch_size=_IMPORT_BATCH_ROWS, columns=present_columns)
+    added = ADDED_COLUMNS.get(table, {})
     inserted = 0
     async with db.transaction():
-        while (rows := await asyncio.to_thread(_next_rows, batches, schema)) is not None:
+        while (rows := await asyncio.to_thread(_next_rows, batches, schema, added)) is not None:
             inserted += await db.import_rows_in_transaction(table, rows)
     return FileImport(table, path, rows_in_file, inserted)
 
 
-def _next_rows(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> list[Row] | None:
+def _next_rows(
+    batches: Iterator[pa.RecordBatch], schema: pa.Schema, added: Mapping[str, object]
+) -> list[Row] | None:
     batch = next(batches, None)
-    return None if batch is None else _batch_to_rows(schema, batch)
+    return None if batch is None else _batch_to_rows(schema, batch, added)
 
 
 def _time_span(path: Path, column: str) -> tuple[datetime, datetime]:

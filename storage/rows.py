@@ -18,12 +18,14 @@ from core.model import (
     Bar,
     Fill,
     Order,
+    OrderRole,
     OrderSnapshot,
     OrderStatus,
     OrderType,
     Quote,
     QuoteSource,
     Side,
+    TimeInForce,
 )
 from storage.schema import Row
 
@@ -165,6 +167,11 @@ def order_row(o: OrderSnapshot) -> Row:
         broker_order_id,
         last_message,
         reduce_only,
+        stop_price,
+        tif,
+        role,
+        parent_id,
+        oca_group,
     ) = o
     return (
         client_order_id,
@@ -183,6 +190,11 @@ def order_row(o: OrderSnapshot) -> Row:
         broker_order_id,
         last_message,
         int(reduce_only),
+        stop_price,
+        str(tif),
+        str(role),
+        parent_id,
+        oca_group,
     )
 
 
@@ -269,6 +281,11 @@ def order_from_row(r: Sequence[Any]) -> Order:
         broker_order_id=r[13],
         last_message=r[14],
         reduce_only=bool(r[15]),
+        stop_price=r[16],
+        tif=TimeInForce(r[17]),
+        role=OrderRole(r[18]),
+        parent_id=r[19],
+        oca_group=r[20],
     )
 
 

@@ -93,6 +93,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP INDEX IF EXISTS ix_quotes_symbol_ts;
     """,
+    # 4: stop and stop-limit orders, GTC, brackets and protective stops (issue 14).
+    """
+    ALTER TABLE orders ADD COLUMN stop_price REAL;
+    ALTER TABLE orders ADD COLUMN tif TEXT NOT NULL DEFAULT 'DAY';
+    ALTER TABLE orders ADD COLUMN role TEXT NOT NULL DEFAULT 'entry';
+    ALTER TABLE orders ADD COLUMN parent_id TEXT;
+    ALTER TABLE orders ADD COLUMN oca_group TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -105,7 +113,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "bars": "symbol start end open high low close ticks",
         "orders": "client_order_id symbol side quantity order_type limit_price status reason"
         " created_at updated_at filled_quantity avg_fill_price commission broker_order_id"
-        " last_message reduce_only",
+        " last_message reduce_only stop_price tif role parent_id oca_group",
         "order_events": "id client_order_id ts status filled_quantity avg_fill_price message",
         "fills": "exec_id client_order_id symbol side quantity price commission ts",
         "daily_pnl": "day realized unrealized commissions total peak_equity max_drawdown_pct ts",
@@ -113,6 +121,18 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "alerts": "id ts severity key message delivery",
         "trading_state_changes": "id ts previous state reason",
     }.items()
+}
+
+# Columns a later migration added, with the value a row written before has: an archive
+# file exported by an older version lacks them and is read with these.
+ADDED_COLUMNS: dict[str, dict[str, object]] = {
+    "orders": {
+        "stop_price": None,
+        "tif": "DAY",
+        "role": "entry",
+        "parent_id": None,
+        "oca_group": None,
+    },
 }
 
 # Tables whose ``id`` is assigned by SQLite: live writers leave it out.

@@ -66,6 +66,23 @@ class Broker(Protocol):
         """Send ``order`` (its client_order_id travels as the broker-side reference)."""
         ...
 
+    def place_bracket(self, parent: Order, children: Sequence[Order]) -> None:
+        """Send a bracket: ``parent`` (the entry) and its ``children`` (a GTC stop-loss,
+        and a take-profit limit when there is one) whose ``parent_id`` names it and who
+        share one ``oca_group``. The children rest inactive until the parent fills, then
+        work for what it has filled (following partial fills); a fill of one child
+        reduces the other by as much (cancelled at zero). Outcomes arrive per order
+        through the listener, as for ``place_order``."""
+        ...
+
+    def modify_order(self, order: Order) -> None:
+        """Change a working order in place: ``order`` is the one sent before (same client
+        order id) with a new ``quantity`` and/or ``stop_price`` / ``limit_price``. The
+        broker acknowledges with a Submitted status (message "modified"), or reports an
+        error through ``on_broker_error`` when the order cannot be modified (filled,
+        cancelled, unknown); the order keeps working as it was then."""
+        ...
+
     def cancel_order(self, client_order_id: str) -> None: ...
 
     def positions(self) -> dict[str, int]:
