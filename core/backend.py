@@ -12,15 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 from core.model import (
     Alert,
     HaltReason,
+    OrderRole,
     OrderStatus,
     OrderType,
     Side,
+    TimeInForce,
     TradingMode,
     TradingState,
 )
@@ -54,6 +57,12 @@ class IndicatorRow:
     history: tuple[float, ...]  # recent bar closes, oldest first, for a sparkline
 
 
+class StopState(StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    RESTING = "resting"
+
+
 @dataclass(frozen=True, slots=True)
 class PositionRow:
     symbol: str
@@ -64,6 +73,12 @@ class PositionRow:
     realized: float
     broker_quantity: int | None
     reconciled: bool
+    # The position's protective stop: its price, and whether it rests at the broker
+    # (RESTING), is on its way (PENDING: sent, not acknowledged; or queued while
+    # disconnected) or is missing (NONE: no stop, or the policy is off).
+    stop_price: float | None = None
+    stop_state: StopState = StopState.NONE
+    stop_quantity: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +94,10 @@ class OrderRow:
     avg_fill_price: float
     status: OrderStatus
     message: str
+    stop_price: float | None = None
+    tif: TimeInForce = TimeInForce.DAY
+    role: OrderRole = OrderRole.ENTRY
+    queued: bool = False  # held while the broker is disconnected: "Queued (disconnected)"
 
 
 @dataclass(frozen=True, slots=True)
