@@ -177,6 +177,17 @@ class Settings(BaseSettings):
         le=100.0,
         description="limit prices further than this % from the mid are rejected",
     )
+    protective_stop_pct: float = Field(
+        0.0,
+        ge=0,
+        le=50.0,
+        description="a GTC stop this % from the average cost rests at the broker for every "
+        "position (0: off; recommended for paper and live)",
+    )
+    protective_stop_trailing: bool = Field(
+        False,
+        description="protective stops follow the best price since entry (never moving back)",
+    )
     drawdown_alert_pct: float = Field(
         3.0, gt=0, le=100.0, description="alert when equity falls this % below the intraday peak"
     )

@@ -153,6 +153,13 @@ class Controls:
         if worst > tolerance:
             self.halt(HaltReason.RECONCILIATION_MISMATCH)
 
+    def on_reconnected(self) -> None:
+        """The broker is back and has resynchronised: reconcile (a mismatch halts, which
+        cancels what was queued), then send the exits queued while it was away, re-sized
+        to the positions now, and put every position's stop right."""
+        self.reconcile()
+        self._execution.release_held()
+
     # =============================================================== safety timer
     def on_timer(self) -> None:
         now = self._clock.now()
@@ -160,10 +167,16 @@ class Controls:
         self._check_stop_file()
         self._breaker.check()
         self._check_daily_reset(now)
+        protection = self._execution.protection
+        protection.on_timer()
         last = self._execution.last_reconcile_at
         due = last is None or now - last >= self._settings.reconcile_every
         if self._pipeline.trading and self._broker.connected and due:
             self.reconcile(settle=RECONCILE_SETTLE)
+            # A position without its stop at the broker gets one, a stop left for a
+            # flat symbol goes (a rejected stop is retried after its back-off).
+            if protection.enabled:
+                protection.sync_all()
 
     def _check_stop_file(self) -> None:
         # os.access answers without raising: Path.exists() builds a FileNotFoundError on

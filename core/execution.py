@@ -39,22 +39,29 @@ from core.journal import Journal
 from core.model import (
     BUY,
     CANCELLED,
+    ENTRY,
     FILLED,
+    GTC,
+    LIMIT,
     MARKET,
     PENDING_CANCEL,
     PENDING_SUBMIT,
     REJECTED,
     SELL,
+    STOP,
     SUBMITTED,
     Fill,
     InvalidOrderTransition,
     Order,
     OrderIntent,
+    OrderRole,
     OrderStatus,
     OrderStatusUpdate,
+    Side,
     TargetPosition,
 )
 from core.portfolio import Portfolio
+from core.protection import ProtectiveStops
 from core.risk import RiskManager
 
 # Fill-driven statuses come from our own fill accounting, never from the
@@ -65,6 +72,8 @@ _NOTHING_NEW_WHEN_FINISHED = _FILL_STATUSES | {OrderStatus.SUBMITTED}
 # A finished order dropped from memory is remembered by one byte: its final status.
 _RETIRED_CODE = {OrderStatus.FILLED: 1, OrderStatus.CANCELLED: 2, OrderStatus.REJECTED: 3}
 _RETIRED_STATUS = {code: status for status, code in _RETIRED_CODE.items()}
+# What a queued exit says while the broker is disconnected (the console shows it).
+QUEUED_DISCONNECTED = "Queued (disconnected)"
 # Finished orders kept as objects when the system has a journal that holds them all:
 # the console shows the latest 200, and a late broker report finds its order.
 ORDER_HISTORY = 1_000
@@ -82,8 +91,11 @@ class ExecutionEngine:
         *,
         id_prefix: str = "TC",
         order_history: int | None = None,
+        protection: ProtectiveStops | None = None,
     ) -> None:
-        """``order_history``: finished orders kept as objects (None: every order)."""
+        """``order_history``: finished orders kept as objects (None: every order).
+        ``protection``: the positions' protective stops (default: none unless a strategy
+        asks for one)."""
         self._bus = bus
         self._clock = clock
         self._broker = broker
@@ -108,30 +120,72 @@ class ExecutionEngine:
         # session) by id.
         self._retired_seq = bytearray()
         self._retired_other: dict[str, OrderStatus] = {}
-        self._working: dict[str, str] = {}  # symbol -> client order id
+        # symbol -> client order id of its one working entry order (stop-losses and
+        # take-profits rest beside it, in `protection`).
+        self._working: dict[str, str] = {}
         self._targets: dict[str, TargetPosition] = {}
         self._cancel_before_send: set[str] = set()
+        # Exits decided while the broker is disconnected: kept (not journaled, not sent)
+        # until it is back and reconciled, then re-sized and sent (`release_held`).
+        self.held: dict[str, Order] = {}
+        # Orders queued for the sender and not yet given to the broker: a change to one
+        # of them is made in place, it leaves with its new values.
+        self._unsent: set[str] = set()
+        self.protection = protection or ProtectiveStops(clock, portfolio)
+        self.protection.attach(self)
         self._seen_exec_ids: set[str] = set()
         self._last_fill_at: dict[str, datetime] = {}
-        self._send_queue: asyncio.Queue[Order] = asyncio.Queue()
+        # Each item is one order, or a bracket (the parent first, then its children).
+        self._send_queue: asyncio.Queue[tuple[Order, ...]] = asyncio.Queue()
         self.last_mismatches: tuple[PositionMismatch, ...] = ()
         self.last_reconcile_at: datetime | None = None
 
     # ------------------------------------------------------------- decisions
     def on_target(self, target: TargetPosition) -> None:
+        if target.stop_pct is not None or target.trailing or target.take_profit_pct is not None:
+            self.protection.set_plan(
+                target.symbol,
+                pct=target.stop_pct,
+                trailing=target.trailing or None,
+                take_profit_pct=target.take_profit_pct,
+            )
         self._targets[target.symbol] = target
         self._rebalance(target.symbol)
 
     def on_intent(self, intent: OrderIntent) -> Order | None:
-        """A strategy's explicit order; refused while another order works on the symbol."""
-        if intent.symbol in self._working:
-            logger.info("intent skipped: order working", symbol=intent.symbol)
+        """A strategy's explicit order; refused while another order works on the symbol.
+
+        With ``stop_loss`` (and ``take_profit``) it is sent as a bracket when it opens a
+        position from flat; otherwise the prices become the symbol's stop plan and the
+        protective stop follows the fill."""
+        symbol = intent.symbol
+        if symbol in self._working:
+            logger.info("intent skipped: order working", symbol=symbol)
             return None
-        position = self._portfolio.quantity(intent.symbol)
+        position = self._portfolio.quantity(symbol)
         approved = self._risk.review(intent, position)
         if approved <= 0:
             return None
+        if intent.stop_loss is not None or intent.take_profit is not None:
+            reference = intent.limit_price or intent.stop_price or self._reference_price(symbol)
+            distance = None
+            if intent.trailing and intent.stop_loss is not None and reference:
+                distance = abs(reference - intent.stop_loss)
+            self.protection.set_plan(
+                symbol,
+                pct=0.0,
+                trailing=intent.trailing,
+                stop_price=intent.stop_loss,
+                take_profit_price=intent.take_profit,
+                trail_distance=distance,
+            )
+            if position == 0 and intent.stop_loss is not None and self._broker.connected:
+                return self._submit_bracket(intent, approved)
         return self._submit(intent, approved, position)
+
+    def _reference_price(self, symbol: str) -> float | None:
+        held = self._portfolio.positions.get(symbol)
+        return None if held is None or held.mark_price != held.mark_price else held.mark_price
 
     def target(self, symbol: str) -> int | None:
         target = self._targets.get(symbol)
@@ -169,13 +223,45 @@ class ExecutionEngine:
         self._submit(intent, approved, position)
 
     def _submit(self, intent: OrderIntent, quantity: int, position: int) -> Order:
+        signed_position = position if intent.side is BUY else -position
+        reduce_only = signed_position < 0 and quantity <= abs(position)
+        order = self._new_order(intent, quantity, reduce_only)
+        self._working[order.symbol] = order.client_order_id
+        if not self._broker.connected and reduce_only:
+            # Risk let it through (it only reduces); the broker cannot take it now.
+            order.last_message = QUEUED_DISCONNECTED
+            self.held[order.client_order_id] = order
+            self._bus.publish(OrderUpdated(order.snapshot(), order.created_at))
+            logger.warning(
+                "exit queued until the broker is back: {side} {qty} {symbol}",
+                side=str(order.side),
+                qty=order.quantity,
+                symbol=order.symbol,
+                client_order_id=order.client_order_id,
+            )
+            return order
+        self._queue_for_sending((order,))
+        if position and order.side is (SELL if position > 0 else BUY):
+            # An exit: the stop gives way first (resized now, before the exit leaves),
+            # so the two never close more than the position.
+            self.protection.sync(order.symbol)
+        return order
+
+    def _new_order(
+        self,
+        intent: OrderIntent,
+        quantity: int,
+        reduce_only: bool,
+        *,
+        role: OrderRole = ENTRY,
+        parent_id: str | None = None,
+        oca_group: str | None = None,
+    ) -> Order:
         self._seq += 1
         self.orders_created += 1
         now = self._clock.now()
-        signed_position = position if intent.side is BUY else -position
-        reduce_only = signed_position < 0 and quantity <= abs(position)
         order = Order(
-            client_order_id=f"{self._id_stem}-{self._seq:04d}",
+            client_order_id=f"{self._id_stem}-{self._seq:04d}{role.suffix}",
             symbol=intent.symbol,
             side=intent.side,
             quantity=quantity,
@@ -185,12 +271,139 @@ class ExecutionEngine:
             reason=intent.reason,
             updated_at=now,
             reduce_only=reduce_only,
+            stop_price=intent.stop_price,
+            tif=intent.tif,
+            role=role,
+            parent_id=parent_id,
+            oca_group=oca_group,
         )
         self.orders[order.client_order_id] = order
         self.changes += 1
-        self._working[order.symbol] = order.client_order_id
-        self._send_queue.put_nowait(order)
         return order
+
+    def _queue_for_sending(self, group: tuple[Order, ...]) -> None:
+        for order in group:
+            self._unsent.add(order.client_order_id)
+        self._send_queue.put_nowait(group)
+
+    def _submit_bracket(self, intent: OrderIntent, quantity: int) -> Order:
+        """The entry as a bracket's parent, its stop-loss (and take-profit) as children."""
+        parent = self._new_order(intent, quantity, False)
+        self._working[parent.symbol] = parent.client_order_id
+        oca = f"{parent.client_order_id}-OCA"
+        exit_side = intent.side.opposite
+        children = []
+        assert intent.stop_loss is not None
+        stop = OrderIntent(
+            intent.symbol,
+            exit_side,
+            quantity,
+            STOP,
+            None,
+            intent.reason,
+            stop_price=intent.stop_loss,
+            tif=GTC,
+        )
+        children.append(
+            self._new_order(
+                stop,
+                quantity,
+                True,
+                role=OrderRole.STOP_LOSS,
+                parent_id=parent.client_order_id,
+                oca_group=oca,
+            )
+        )
+        if intent.take_profit is not None:
+            take = OrderIntent(
+                intent.symbol,
+                exit_side,
+                quantity,
+                LIMIT,
+                intent.take_profit,
+                intent.reason,
+                tif=GTC,
+            )
+            children.append(
+                self._new_order(
+                    take,
+                    quantity,
+                    True,
+                    role=OrderRole.TAKE_PROFIT,
+                    parent_id=parent.client_order_id,
+                    oca_group=oca,
+                )
+            )
+        for child in children:
+            self.protection.adopt(child)
+        self._queue_for_sending((parent, *children))
+        return parent
+
+    # ------------------------------------------------------------- the stop desk
+    # What core.protection.ProtectiveStops asks of the engine (its StopDesk).
+    @property
+    def connected(self) -> bool:
+        return self._broker.connected
+
+    def closing_quantity(self, symbol: str) -> int:
+        working_id = self._working.get(symbol)
+        if working_id is None:
+            return 0
+        order = self.orders[working_id]
+        position = self._portfolio.quantity(symbol)
+        if position == 0 or order.side is (BUY if position > 0 else SELL):
+            return 0
+        return min(order.remaining, abs(position))
+
+    def place_exit(
+        self,
+        symbol: str,
+        side: Side,
+        quantity: int,
+        role: OrderRole,
+        *,
+        stop_price: float | None = None,
+        limit_price: float | None = None,
+        oca_group: str | None = None,
+    ) -> Order | None:
+        """A GTC protective stop-loss (or take-profit limit) closing ``quantity``."""
+        order_type = STOP if role is OrderRole.STOP_LOSS else LIMIT
+        reason = "protective stop" if role is OrderRole.STOP_LOSS else "take profit"
+        intent = OrderIntent(
+            symbol,
+            side,
+            quantity,
+            order_type,
+            limit_price,
+            reason,
+            stop_price=stop_price,
+            tif=GTC,
+        )
+        position = self._portfolio.quantity(symbol)
+        if self._risk.review(intent, position) < quantity:
+            return None  # never: an order that only closes is allowed in every state
+        if oca_group is None:
+            oca_group = f"{self._id_stem}-{self._seq + 1:04d}-OCA"
+        order = self._new_order(intent, quantity, True, role=role, oca_group=oca_group)
+        self._queue_for_sending((order,))
+        return order
+
+    def modify(
+        self, order: Order, quantity: int, stop_price: float | None, limit_price: float | None
+    ) -> None:
+        """Resize or re-price a working order in place (same client order id)."""
+        order.quantity = quantity
+        order.stop_price = stop_price
+        order.limit_price = limit_price
+        now = self._clock.now()
+        order.updated_at = now
+        self.changes += 1
+        self._bus.publish(OrderUpdated(order.snapshot(), now))
+        if order.client_order_id in self._unsent:
+            # Not at the broker yet: it leaves with these values. Nothing to answer.
+            self.protection.on_answer(order)
+            return
+        self._broker.modify_order(order)
 
     # ------------------------------------------------------------- sending
     async def run(self) -> None:
@@ -210,17 +423,31 @@ class ExecutionEngine:
             if self.order_history is not None and len(self._finished) > self.order_history:
                 self._retire_finished(self.order_history)
 
-    async def _journal_and_send(self, batch: list[Order]) -> None:
+    async def _journal_and_send(self, batch: list[tuple[Order, ...]]) -> None:
         now = self._clock.now()
-        orders: list[Order] = []
-        for order in batch:
-            if order.client_order_id in self._cancel_before_send:
-                self._cancel_before_send.discard(order.client_order_id)
-                self._finish(order, OrderStatus.CANCELLED, "cancelled before it was sent")
-            else:
-                orders.append(order)
-        if not orders:
+        groups: list[tuple[Order, ...]] = []
+        unsent = self._unsent
+        for group in batch:
+            kept = []
+            for order in group:
+                unsent.discard(order.client_order_id)
+                if order.client_order_id in self._cancel_before_send:
+                    self._cancel_before_send.discard(order.client_order_id)
+                    self._finish(order, OrderStatus.CANCELLED, "cancelled before it was sent")
+                elif order.is_working:
+                    kept.append(order)
+            if kept and kept[0].parent_id is not None:
+                # The parent was cancelled before it left: so are its children.
+                for child in kept:
+                    self._finish(
+                        child, OrderStatus.CANCELLED, "parent cancelled before it was sent"
+                    )
+                kept = []
+            if kept:
+                groups.append(tuple(kept))
+        if not groups:
             return
+        orders = [order for group in groups for order in group]
         try:
             await self._journal.write_orders(orders)
         except Exception as exc:  # never send an order the journal does not hold
@@ -228,14 +455,19 @@ class ExecutionEngine:
             for order in orders:
                 self._reject(order, f"not sent: journal write failed ({exc})", None)
             return
-        sent = 0
+        sent: list[Order] = []
+        broker = self._broker
         try:
-            for order in orders:
-                self._broker.place_order(order)
-                sent += 1
-                self._bus.publish(OrderSubmitted(order.snapshot(), now))
+            for group in groups:
+                if len(group) == 1:
+                    broker.place_order(group[0])
+                else:
+                    broker.place_bracket(group[0], group[1:])
+                for order in group:
+                    sent.append(order)
+                    self._bus.publish(OrderSubmitted(order.snapshot(), now))
         finally:
-            _log_sent(orders[:sent])
+            _log_sent(sent)
 
     async def drain(self) -> None:
         """Wait until every queued order has been journaled and sent."""
@@ -252,6 +484,9 @@ class ExecutionEngine:
     def cancel(self, client_order_id: str, reason: str = "cancel requested") -> None:
         order = self.orders.get(client_order_id)
         if order is None or not order.is_working or order.status is OrderStatus.PENDING_CANCEL:
+            return
+        if self.held.pop(client_order_id, None) is not None:
+            self._finish(order, CANCELLED, f"{reason} (never sent: queued while disconnected)")
             return
         if order.status is OrderStatus.PENDING_SUBMIT and order.broker_order_id is None:
             self._cancel_before_send.add(client_order_id)
@@ -275,6 +510,8 @@ class ExecutionEngine:
         return True
 
     def cancel_all(self, reason: str) -> int:
+        """Cancel every working entry order. Protective stops stay at the broker: they
+        only close, and they are what protects the positions when the console is gone."""
         ids = list(self._working.values())
         for client_order_id in ids:
             self.cancel(client_order_id, reason)
@@ -289,6 +526,34 @@ class ExecutionEngine:
         for symbol in symbols:
             self._rebalance(symbol)
         return [s for s in symbols if self._portfolio.quantity(s) != 0]
+
+    def release_held(self) -> int:
+        """The broker is back and reconciled: send each exit queued meanwhile, re-sized to
+        the position now (never more than it), or drop it when nothing is left to close.
+        Then the protective stops are looked at again. Returns how many were sent."""
+        sent = 0
+        for client_order_id, order in list(self.held.items()):
+            del self.held[client_order_id]
+            symbol = order.symbol
+            position = self._portfolio.quantity(symbol)
+            target = self._targets.get(symbol)
+            closing = SELL if position > 0 else BUY
+            wanted = order.quantity if target is None else abs(position - target.quantity)
+            if target is not None and (target.quantity - position > 0) != (closing is BUY):
+                wanted = 0  # the target is now on the other side of the position
+            quantity = min(wanted, abs(position))
+            if position == 0 or order.side is not closing or quantity <= 0:
+                self._finish(order, CANCELLED, "not needed after reconnect")
+                continue
+            if quantity != order.quantity:
+                order.quantity = quantity
+            order.last_message = "sent after reconnect"
+            self.changes += 1
+            self._queue_for_sending((order,))
+            self.protection.sync(symbol)
+            sent += 1
+        self.protection.sync_all()
+        return sent
 
     def clear_targets(self) -> None:
         """Forget desired positions (on halt) so nothing is re-sent by itself on resume."""
@@ -317,12 +582,20 @@ class ExecutionEngine:
             return
         if (status is SUBMITTED or status is PENDING_SUBMIT) and order.status is not PENDING_SUBMIT:
             # A late acknowledgement (or, after a restart, the broker's word that it has
-            # the order) after fills or a cancel request changes nothing.
+            # the order) after fills or a cancel request changes nothing; for a stop it
+            # answers a change (resize, trail).
+            if order.role is not ENTRY:
+                if update.message and update.message != order.last_message:
+                    order.last_message = update.message
+                    self.changes += 1
+                self.protection.on_answer(order)
             return
         if status is CANCELLED:
             self._finish(order, CANCELLED, update.message or "cancelled")
             return
         self._transition(order, status, update.message)
+        if order.role is not ENTRY:
+            self.protection.on_answer(order)
 
     def on_broker_error(self, code: int, message: str, client_order_id: str | None) -> None:
         order = self.orders.get(client_order_id) if client_order_id else None
@@ -332,6 +605,8 @@ class ExecutionEngine:
             order.last_message = f"[{code}] {message}"
             self.changes += 1
             self._bus.publish(OrderUpdated(order.snapshot(), self._clock.now()))
+            if order.role is not ENTRY:
+                self.protection.on_answer(order)  # a change it refused: look again
 
     def on_fill(self, fill: Fill) -> bool:
         """Apply a fill exactly once (de-duplicated by execution id); returns whether new."""
@@ -357,10 +632,16 @@ class ExecutionEngine:
             self._refuse(fill.client_order_id, f"fill {exec_id} for an unknown order")
             return True
         order.apply_fill_quantity(fill.quantity, fill.price, fill.commission)
+        if order.role is not ENTRY:
+            # Stopped out (or took profit): the strategy's target is no longer chased;
+            # its next target decides.
+            self._targets.pop(order.symbol, None)
         if order.filled_quantity >= order.quantity:
             self._finish(order, FILLED, "filled")
         else:
             self._transition(order, OrderStatus.PARTIALLY_FILLED, "partially filled")
+        if order.role is ENTRY:
+            self.protection.sync(order.symbol)
         return True
 
     # ------------------------------------------------------------- helpers
@@ -381,9 +662,13 @@ class ExecutionEngine:
 
     def _finish(self, order: Order, status: OrderStatus, message: str) -> None:
         if self._transition(order, status, message) and order.status is status:
+            if order.role is not ENTRY:
+                self.protection.on_finished(order)
+                return
             if self._working.get(order.symbol) == order.client_order_id:
                 del self._working[order.symbol]
             self._rebalance(order.symbol)
+            self.protection.sync(order.symbol)  # an exit that ended unfilled: back in full
 
     def _reject(self, order: Order, reason: str, code: int | None) -> None:
         if not self._transition(order, OrderStatus.REJECTED, reason):
@@ -396,6 +681,9 @@ class ExecutionEngine:
             reason=reason,
         )
         self._bus.publish(OrderRejected(order.snapshot(), reason, self._clock.now(), code))
+        if order.role is not ENTRY:
+            self.protection.on_finished(order, rejected=True)
+            return
         if self._working.get(order.symbol) == order.client_order_id:
             del self._working[order.symbol]
         # The target stays, but it is not retried now: a broker reject repeats on retry.
@@ -429,6 +717,8 @@ class ExecutionEngine:
 
     def _own_seq(self, client_order_id: str) -> int | None:
         # Ids in broker reports are not necessarily ours: isdigit() alone admits "²".
+        if client_order_id.endswith(("-SL", "-TP")):
+            client_order_id = client_order_id[:-3]
         stem, _, seq = client_order_id.rpartition("-")
         return int(seq) if stem == self._id_stem and seq.isascii() and seq.isdigit() else None
 
@@ -465,7 +755,9 @@ class ExecutionEngine:
         """Put back an order from the journal; a working one blocks its symbol as before."""
         self.orders[order.client_order_id] = order
         self.changes += 1
-        if order.is_working:
+        if order.is_working and order.role is not ENTRY:
+            self.protection.adopt(order)
+        elif order.is_working:
             self._working[order.symbol] = order.client_order_id
         else:
             self._finished.append(order.client_order_id)
@@ -477,7 +769,17 @@ class ExecutionEngine:
 
     # ------------------------------------------------------------- queries
     def working_orders(self) -> list[Order]:
+        """The working entry orders (one per symbol at most)."""
         return [self.orders[i] for i in self._working.values()]
+
+    def open_orders(self) -> list[Order]:
+        """Every order of ours that works at the broker: entries, stops, take-profits."""
+        protection = self.protection
+        return [
+            *self.working_orders(),
+            *protection.stops.values(),
+            *protection.take_profits.values(),
+        ]
 
     @property
     def working_count(self) -> int:

@@ -71,6 +71,8 @@ class TradingPipeline:
         self._portfolio = portfolio
         self._execution = execution
         self._breaker = breaker
+        self._protection = execution.protection
+        self._trailing = execution.protection.trailing  # the set itself, kept up to date
         self.bars = BarBuilder(bar_seconds, self._on_bar_built)
         self.strategy = build_strategy(self)
         # Whether strategies' outputs are acted on: set by the system's start and stop.
@@ -99,6 +101,9 @@ class TradingPipeline:
         if symbol not in day_open:
             day_open[symbol] = mid
         equity_moved = self._portfolio.mark(symbol, mid)
+        trailing = self._trailing
+        if trailing and symbol in trailing:  # only symbols whose stop trails
+            self._protection.on_price(symbol, mid)
         self.bars.on_quote(quote)
         on_quote = self._strategy_on_quote
         if on_quote is not None:

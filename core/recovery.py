@@ -107,7 +107,7 @@ async def reconcile_with_broker(parts: RecoveryParts, journal: Journal) -> Recov
             )
     states = broker.order_states()
     adopted = never = 0
-    for order in list(execution.working_orders()):
+    for order in execution.open_orders():
         known = states.get(order.client_order_id)
         if known is None:
             never += 1

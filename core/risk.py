@@ -26,7 +26,7 @@ from core.bus import EventBus
 from core.clock import Clock
 from core.config import Settings
 from core.events import IntentClamped, RiskRejected, TradingStateChanged
-from core.model import BUY, LIMIT, HaltReason, OrderIntent, Position, Quote, TradingState
+from core.model import BUY, HaltReason, OrderIntent, Position, Quote, TradingState
 
 
 class PortfolioView(Protocol):
@@ -215,16 +215,28 @@ class RiskManager:
         assert quote is not None  # _blocked_reason guarantees a fresh quote
         price = quote.ask if sign > 0 else quote.bid
         lim = self.limits
-        if intent.order_type is LIMIT:
+        order_type = intent.order_type
+        if order_type.is_stop:
+            # The worst case of a stop is its trigger price or the market, whichever is
+            # dearer (a stop-limit: its limit, checked below like a limit's).
+            stop_price = intent.stop_price
+            if stop_price is None or stop_price <= 0:
+                return 0, "stop order without a positive stop price"
+            price = max(price, stop_price) if sign > 0 else min(price, stop_price)
+        if order_type.has_limit:
             limit_price = intent.limit_price
             if limit_price is None or limit_price <= 0:
                 return 0, "limit order without a positive limit price"
-            off = abs(limit_price - quote.mid) / quote.mid * 100.0
+            # A stop-limit's limit works from the moment the stop triggers: it is held
+            # to the collar around its stop price, not around today's mid.
+            anchor = quote.mid if intent.stop_price is None else intent.stop_price
+            off = abs(limit_price - anchor) / anchor * 100.0
             if off > lim.price_collar_pct:
+                what = "mid" if intent.stop_price is None else "stop"
                 return (
                     0,
                     f"PRICE_COLLAR_PCT: limit {limit_price:.4f} is {off:.2f}% "
-                    f"from mid {quote.mid:.4f} (max {lim.price_collar_pct}%)",
+                    f"from {what} {anchor:.4f} (max {lim.price_collar_pct}%)",
                 )
             price = max(price, limit_price) if sign > 0 else min(price, limit_price)
 

@@ -36,6 +36,7 @@ from core.model import Alert, AlertSeverity, HaltReason, TradingState
 from core.monitoring import AlertRaiser
 from core.pipeline import TradingPipeline
 from core.portfolio import Portfolio
+from core.protection import ProtectiveStops
 from core.recovery import RecoveryParts, RecoveryReport, reconcile_with_broker, restore_from_journal
 from core.risk import RiskLimits, RiskManager
 from core.snapshot import SnapshotBuilder
@@ -85,6 +86,12 @@ class TradingSystem:
             # With a journal every order is in the database, so memory keeps the recent
             # ones only; without one (backtests) `execution.orders` is the only record.
             order_history=ORDER_HISTORY if journal is not None else None,
+            protection=ProtectiveStops(
+                clock,
+                self.portfolio,
+                default_pct=settings.protective_stop_pct,
+                default_trailing=settings.protective_stop_trailing,
+            ),
         )
         self.breaker = CircuitBreaker(limits, bus, clock, self.portfolio, self.risk, self.execution)
         self.alerts = AlertRaiser(bus, clock)
@@ -119,7 +126,7 @@ class TradingSystem:
             alerts=self.alerts,
             calendar=self.calendar,
         )
-        self.pipeline.on_reconnected = self.controls.reconcile
+        self.pipeline.on_reconnected = self.controls.on_reconnected
         self._snapshots = SnapshotBuilder(
             mode=settings.trading_mode,
             symbols=symbols,
@@ -170,6 +177,8 @@ class TradingSystem:
         await self.broker.connect()
         self.broker.subscribe_quotes(self.symbols)
         self.recovery = await reconcile_with_broker(parts, self._journal)
+        # Every position has its stop at the broker, no stop rests for a flat symbol.
+        self.execution.protection.sync_all()
         if self.broker.connected:
             # The broker's cash is the truth (deposits, interest, fees we never saw).
             self.portfolio.rebase_cash(self.broker.account_values().cash)
