@@ -20,6 +20,7 @@ from core.backend import (
     PositionRow,
     QuoteRow,
     RiskView,
+    StopState,
     SystemSnapshot,
 )
 from core.breaker import CircuitBreaker
@@ -29,7 +30,7 @@ from core.clock import Clock
 from core.events import BarClosed
 from core.execution import ExecutionEngine
 from core.marketdata import MarketDataFeed
-from core.model import Alert, Position, TradingMode
+from core.model import Alert, Order, OrderStatus, Position, TradingMode
 from core.portfolio import Portfolio
 from core.risk import RiskManager
 from core.strategy.base import Strategy
@@ -155,11 +156,13 @@ class SnapshotBuilder:
             | set(broker_positions)
         )
         rows = []
+        stops = self._execution.protection.stops
         for s in symbols:
             # A read: a symbol only the broker holds gets a flat row, not a new position
             # in the books (Portfolio.position would add one).
             p = portfolio.positions.get(s) or Position(s)
             broker_qty = broker_positions.get(s, 0)
+            stop = stops.get(s)
             rows.append(
                 PositionRow(
                     symbol=s,
@@ -170,6 +173,9 @@ class SnapshotBuilder:
                     realized=p.realized_pnl,
                     broker_quantity=broker_qty,
                     reconciled=broker_qty == p.quantity,
+                    stop_price=None if stop is None else stop.stop_price,
+                    stop_state=_stop_state(stop),
+                    stop_quantity=0 if stop is None else stop.remaining,
                 )
             )
         return tuple(rows)
@@ -180,6 +186,7 @@ class SnapshotBuilder:
             return self._orders
         # The newest first, without copying every order held.
         newest = islice(reversed(execution.orders.values()), ORDER_ROWS)
+        held = execution.held
         self._orders = tuple(
             OrderRow(
                 client_order_id=o.client_order_id,
@@ -193,6 +200,10 @@ class SnapshotBuilder:
                 avg_fill_price=o.avg_fill_price,
                 status=o.status,
                 message=o.last_message,
+                stop_price=o.stop_price,
+                tif=o.tif,
+                role=o.role,
+                queued=o.client_order_id in held,
             )
             for o in newest
         )
@@ -206,3 +217,10 @@ class SnapshotBuilder:
             self._alert_rows = tuple(reversed(alerts))  # newest first
             self._alerts_at = at
         return self._alert_rows
+
+
+def _stop_state(stop: Order | None) -> StopState:
+    """RESTING once the broker has acknowledged it (PENDING while sent, not yet answered)."""
+    if stop is None or not stop.is_working:
+        return StopState.NONE
+    return StopState.PENDING if stop.status is OrderStatus.PENDING_SUBMIT else StopState.RESTING

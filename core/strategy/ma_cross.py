@@ -17,6 +17,10 @@ class MovingAverageCross(Strategy):
     The target is sized from a dollar amount at the bar's close and emitted only
     when the signal changes, so a rejected or clamped order is not retried on
     every bar. RSI is computed for the operator's information only.
+
+    ``stop_pct`` (optional): each position it opens is protected by a GTC stop at the
+    broker that far from the average cost (``trailing_stop``: the stop trails the best
+    price since entry). Stopped out, it stays flat until the signal changes again.
     """
 
     name: ClassVar[str] = "ma_cross"
@@ -26,6 +30,8 @@ class MovingAverageCross(Strategy):
         "trade_dollars": 10_000.0,
         "allow_short": False,
         "rsi_period": 14,
+        "stop_pct": None,
+        "trailing_stop": False,
     }
 
     def __init__(self, symbols: Sequence[str], context: StrategyContext, **params: Any) -> None:
@@ -35,6 +41,10 @@ class MovingAverageCross(Strategy):
             raise ValueError(f"ma_cross needs 0 < fast < slow, got fast={fast} slow={slow}")
         if float(self.params["trade_dollars"]) <= 0:
             raise ValueError("ma_cross trade_dollars must be positive")
+        stop_pct = self.params["stop_pct"]
+        if stop_pct is not None and not 0 < float(stop_pct) <= 50:
+            raise ValueError(f"ma_cross stop_pct must be in (0, 50], got {stop_pct}")
+        self._stop_pct = None if stop_pct is None else float(stop_pct)
         self._fast = {s: SMA(fast) for s in self.symbols}
         self._slow = {s: SMA(slow) for s in self.symbols}
         self._rsi = {s: RSI(int(self.params["rsi_period"])) for s in self.symbols}
@@ -64,6 +74,8 @@ class MovingAverageCross(Strategy):
             bar.symbol,
             quantity,
             f"fast SMA {fast:.4f} {'>' if direction > 0 else '<'} slow {slow:.4f}",
+            stop_pct=self._stop_pct,
+            trailing=bool(self.params["trailing_stop"]),
         )
 
     def indicator_view(self, symbol: str) -> IndicatorView:
