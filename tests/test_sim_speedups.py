@@ -543,6 +543,10 @@ def _expected_states(trader: _Trader) -> dict[str, BrokerOrderState]:
             sum(f.quantity for f in trader.fills if f.client_order_id == order.client_order_id),
             updates[-1].status if updates else OrderStatus.PENDING_SUBMIT,
             broker_ids.pop() if broker_ids else None,
+            order.order_type,
+            order.stop_price,
+            order.limit_price,
+            order.tif,
         )
     return states
 

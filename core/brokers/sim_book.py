@@ -1,17 +1,34 @@
-"""The simulated venue's data: its settings, a symbol's true book, its copy of an order."""
+"""The simulated venue's data: its settings, a symbol's true book, its copy of an order.
+
+Also the venue's bracket and OCA rules (``release_children``, ``reduce_oca``,
+``orphan_children``): plain functions over its orders, so that the live venue and the
+restore from its state file (core.brokers.sim_state) derive the very same quantities
+and cancellations from the same fills.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from core.model import OrderStatus, OrderType, Quote, QuoteSource, Side, mid_of
+from core.model import (
+    BUY,
+    CANCELLED,
+    OrderStatus,
+    OrderType,
+    Quote,
+    QuoteSource,
+    Side,
+    TimeInForce,
+    mid_of,
+)
 
 # A long pause (laptop sleep, debugger) must not burst millions of quotes:
 # only the last minute of a gap is generated.
@@ -31,6 +48,9 @@ ERR_ORDER_REJECTED = 201
 ERR_NOT_CONNECTED = 504
 ERR_CANCEL_NOT_FOUND = 10147
 ERR_CANCEL_NOT_CANCELLABLE = 161
+ERR_MODIFY_FILLED = 104  # "Can't modify a filled order."
+ERR_MODIFY_FAILED = 134  # "Modify order failed." (cancelled or rejected, or a bad new value)
+ERR_MODIFY_NOT_FOUND = 135  # "Can't find order with ID ="
 
 # An enum member read as Class.MEMBER costs ~60 ns on Python 3.11 (a descriptor call);
 # the per-quote path reads this module constant instead.
@@ -93,6 +113,12 @@ class Book:
     # Orders resting at this book, in time priority (the venue's matching list for the
     # symbol): kept here so the per-quote "anything to match?" test is one attribute.
     working: list[VenueOrder] = field(default_factory=list)
+    # The stops among them still waiting for their trigger (empty for a book without
+    # stops, so that such a book pays nothing for them: SimOrderDesk._match_working).
+    stops: list[VenueOrder] = field(default_factory=list)
+    # The last trade price of the last quote, when it carried one (replayed quotes); the
+    # venue's own quotes carry none, and stops then trigger on the mid (``trigger_price``).
+    last: float | None = None
     # The next quotes' walk, spread and sizes, drawn a block at a time (Book.step).
     _draws: np.random.Generator | None = None
     _block: list[tuple[float, float, float, float, int, int]] = field(default_factory=list)
@@ -201,6 +227,13 @@ class Book:
         # position to the same float as the venue does.
         return mid_of(self.bid, self.ask)
 
+    @property
+    def trigger_price(self) -> float:
+        """The price stops trigger on: the last trade price when the last quote carried
+        one, else the mid (the venue's own quotes carry no last trade)."""
+        last = self.last
+        return mid_of(self.bid, self.ask) if last is None else last
+
     def recentre(self) -> None:
         # Bid and ask sit on cents symmetrically around a half-cent grid point, so the
         # quoted mid is the true price on that grid (no rounding bias either way).
@@ -234,7 +267,90 @@ class VenueOrder:
     filled: int = 0
     broker_order_id: str | None = None
     row: int = -1  # its place in the venue's OrderLedger, set when the ledger takes it
+    stop_price: float | None = None  # STP and STP LMT: the trigger
+    tif: TimeInForce = TimeInForce.DAY
+    parent_id: str | None = None  # a bracket child's parent (client order id)
+    oca_group: str | None = None
+    # The limit matching applies: limit_price for LMT and STP LMT, None otherwise (a
+    # market order, a stop once triggered).
+    match_limit: float | None = None
+    # A bracket child whose parent has filled nothing yet: acknowledged, off the book.
+    held: bool = False
+    triggered: bool = False  # a stop whose trigger was reached: it now works as MKT / LMT
+    # A stop that reached the book (or was last moved) on the untriggered side of its
+    # trigger, so a later quote that triggers it has passed through the stop price.
+    armed: bool = False
 
     @property
     def remaining(self) -> int:
         return self.quantity - self.filled
+
+    @property
+    def waits_for_trigger(self) -> bool:
+        return self.order_type.is_stop and not self.triggered
+
+    def stop_reached(self, price: float) -> bool:
+        """Whether ``price`` triggers this stop: at or above it (buy), at or below (sell)."""
+        stop = self.stop_price
+        assert stop is not None, "only a stop order has a trigger"
+        if self.side is BUY:
+            return price >= stop - PRICE_EPS
+        return price <= stop + PRICE_EPS
+
+
+# -- brackets and OCA groups: the rules, shared by the live venue and the restore ----------
+
+
+def release_children(
+    children: Iterable[VenueOrder], quantity: int
+) -> list[tuple[VenueOrder, bool]]:
+    """A bracket parent has filled ``quantity`` more shares: its children follow.
+
+    Each child not finished works for that many more: a held child (its parent had
+    filled nothing) is released for exactly ``quantity``, a working one grows by it. So
+    a child works for what the parent filled, less what its OCA siblings filled (see
+    ``reduce_oca``). Returns each child changed and whether it was released just now.
+    """
+    changed = []
+    for child in children:
+        if child.status.is_terminal:
+            continue
+        if child.held:
+            child.held = False
+            child.quantity = child.filled + quantity
+            changed.append((child, True))
+        else:
+            child.quantity += quantity
+            changed.append((child, False))
+    return changed
+
+
+def reduce_oca(
+    members: Iterable[VenueOrder], filled: VenueOrder, quantity: int
+) -> list[VenueOrder]:
+    """``filled``, of an OCA group, has filled ``quantity`` shares: the others shrink by as much.
+
+    Every other member still working (held bracket children are not: they have no
+    quantity of their own yet) works for ``quantity`` fewer shares; one left with nothing
+    to fill is set CANCELLED (the caller retires it and says so). Returns the members
+    changed, cancelled ones included.
+    """
+    changed = []
+    for other in members:
+        if other is filled or other.held or other.status.is_terminal:
+            continue
+        other.quantity = max(other.quantity - quantity, other.filled)
+        if other.remaining == 0:
+            other.status = CANCELLED
+        changed.append(other)
+    return changed
+
+
+def orphan_children(children: Iterable[VenueOrder]) -> list[VenueOrder]:
+    """Their parent finished with nothing filled: set every child not finished CANCELLED."""
+    orphans = []
+    for child in children:
+        if not child.status.is_terminal:
+            child.status = CANCELLED
+            orphans.append(child)
+    return orphans

@@ -6,15 +6,23 @@ is "not cancellable (Filled)", ``order_states()`` and ``executions()`` list them
 all for reconciliation). An order-heavy run finishes hundreds of thousands of
 orders, so finished orders and fills are packed into byte rows (``struct``)
 instead of being kept as objects: a finished order costs its id, a dict entry and
-32 bytes, a fill 56 bytes; about 190 bytes for an order and its fill, where the
+48 bytes, a fill 56 bytes; about 200 bytes for an order and its fill, where the
 objects took 500.
 
 On disk (``SimStateLog``): an append-only JSON-lines file, so the venue can stand
-in for a broker that outlives us. One line per order the venue accepted, per
-status change and per fill. Each line is flushed as written, so a SIGKILL of the
-process loses nothing the venue had acknowledged; a line torn by the kill is the
-only one that can be incomplete, and it is ignored on load (the venue had not
-acted on it). ``restore`` rebuilds the RAM side from those lines on start.
+in for a broker that outlives us. One line per order the venue accepted (with its
+type, prices, time in force, bracket parent and OCA group), per status change, per
+fill, per stop triggered and per modification. Each line is flushed as written, so a
+SIGKILL of the process loses nothing the venue had acknowledged; a line torn by the
+kill is the only one that can be incomplete, and it is ignored on load (the venue had
+not acted on it). ``restore`` rebuilds the RAM side from those lines on start.
+
+What follows from a fill is not written but derived again on load by the rules the
+venue applied (core.brokers.sim_book): a bracket parent's fill releases and sizes its
+children, an OCA member's fill shrinks or cancels the others, a parent finished with
+nothing filled cancels its children. So a kill between a fill and its consequences
+cannot leave a file that says one without the other. Lines written before these
+fields existed load with their defaults (market or limit, DAY, no parent, no group).
 """
 
 from __future__ import annotations
@@ -30,8 +38,15 @@ from typing import Any, ClassVar, TextIO, overload
 from loguru import logger
 
 from core.brokers.sim_account import SimAccount
-from core.brokers.sim_book import FIRST_BROKER_ORDER_ID, Book, VenueOrder
-from core.model import BrokerOrderState, Fill, OrderStatus, OrderType, Side
+from core.brokers.sim_book import (
+    FIRST_BROKER_ORDER_ID,
+    Book,
+    VenueOrder,
+    orphan_children,
+    reduce_oca,
+    release_children,
+)
+from core.model import BrokerOrderState, Fill, OrderStatus, OrderType, Side, TimeInForce
 
 # json.dumps(record, separators=...) builds a new encoder on every call; this is the
 # encoder it builds, made once (same output).
@@ -55,10 +70,15 @@ def _exec_seq_of(exec_id: str) -> int | None:
 
 
 _BUY, _SELL = _SIDES = (Side.BUY, Side.SELL)  # packed as 0 and 1
-# A finished order's row: meta (symbol code << 1 | side), quantity, filled, broker id.
-_ORDER_ROW = struct.Struct("<qqqq")
+_MKT, _LMT, _STP, _STP_LMT = OrderType.MARKET, OrderType.LIMIT, OrderType.STOP, OrderType.STOP_LIMIT
+_TYPES = (_MKT, _LMT, _STP, _STP_LMT)  # packed as 0..3
+_TIFS = (TimeInForce.DAY, TimeInForce.GTC)  # 0, 1
+# A finished order's row: meta (symbol code << 4 | tif << 3 | type << 1 | side),
+# quantity, filled, broker id, limit price, stop price (NaN for none).
+_ORDER_ROW = struct.Struct("<qqqqdd")
 _BLANK_ORDER_ROW = bytes(_ORDER_ROW.size)
 _NO_BROKER_ID = -1
+_NO_PRICE = float("nan")
 # Packing refuses what would not read back the same (an int beyond 64 bits, a str side).
 _UNPACKABLE = (struct.error, OverflowError, TypeError, ValueError)
 
@@ -69,6 +89,39 @@ def _side_bit(side: Side) -> int:
     if side is _SELL:
         return 1
     raise TypeError(f"not a Side: {side!r}")  # the caller keeps such a record whole
+
+
+def _order_bits(order: VenueOrder) -> int:
+    """tif << 3 | type << 1 | side of ``order``; TypeError for a value that is not a member."""
+    kind = order.order_type
+    # Runs for every finished order: comparisons, not a dict (an enum's hash is Python code).
+    if kind is _MKT:
+        code = 0
+    elif kind is _LMT:
+        code = 1
+    elif kind is _STP:
+        code = 2
+    elif kind is _STP_LMT:
+        code = 3
+    else:
+        raise TypeError(f"not an OrderType: {kind!r}")
+    tif = order.tif
+    if tif is not _TIFS[0] and tif is not _TIFS[1]:
+        raise TypeError(f"not a TimeInForce: {tif!r}")
+    return (tif is _TIFS[1]) << 3 | code << 1 | _side_bit(order.side)
+
+
+def _packed_price(price: float | None) -> float:
+    """A price as its row stores it (NaN for none); ValueError for one that would not read back."""
+    if price is None:
+        return _NO_PRICE
+    if type(price) is not float or price != price:
+        raise ValueError(price)  # an int, or NaN (which reads back as None)
+    return price
+
+
+def _unpacked_price(value: float) -> float | None:
+    return None if value != value else value
 
 
 class _Codes:
@@ -140,9 +193,16 @@ class OrderLedger:
             symbol = self._symbols.known.get(order.symbol)
             if symbol is None:
                 symbol = self._symbols.code(order.symbol, order.symbol)
-            meta = symbol << 1 | _side_bit(order.side)
+            meta = symbol << 4 | _order_bits(order)
             _ORDER_ROW.pack_into(
-                self._rows, row * _ORDER_ROW.size, meta, order.quantity, order.filled, broker_number
+                self._rows,
+                row * _ORDER_ROW.size,
+                meta,
+                order.quantity,
+                order.filled,
+                broker_number,
+                _packed_price(order.limit_price),
+                _packed_price(order.stop_price),
             )
         except _UNPACKABLE:
             self._whole[row] = order
@@ -164,30 +224,42 @@ class OrderLedger:
             else:
                 whole = self._whole.get(row)
                 if whole is None:
-                    meta, quantity, filled, broker_number = _ORDER_ROW.unpack_from(
+                    meta, quantity, filled, broker_number, limit, stop = _ORDER_ROW.unpack_from(
                         rows, row * _ORDER_ROW.size
                     )
                     states[client_order_id] = BrokerOrderState(
                         client_order_id,
-                        symbols[meta >> 1],
+                        symbols[meta >> 4],
                         _SIDES[meta & 1],
                         quantity,
                         filled,
                         final,
                         None if broker_number == _NO_BROKER_ID else str(broker_number),
+                        _TYPES[(meta >> 1) & 3],
+                        _unpacked_price(stop),
+                        _unpacked_price(limit),
+                        _TIFS[(meta >> 3) & 1],
                     )
                     continue
                 order = whole
-            states[client_order_id] = BrokerOrderState(
-                order.client_order_id,
-                order.symbol,
-                order.side,
-                order.quantity,
-                order.filled,
-                order.status,
-                order.broker_order_id,
-            )
+            states[client_order_id] = _state_of(order)
         return states
+
+
+def _state_of(order: VenueOrder) -> BrokerOrderState:
+    return BrokerOrderState(
+        order.client_order_id,
+        order.symbol,
+        order.side,
+        order.quantity,
+        order.filled,
+        order.status,
+        order.broker_order_id,
+        order.order_type,
+        order.stop_price,
+        order.limit_price,
+        order.tif,
+    )
 
 
 # A fill's row: exec seq, quantity, time (microseconds << 1 | fold),
@@ -356,18 +428,39 @@ class SimStateLog:
             self._file = None
 
     def record_order(self, order: VenueOrder) -> None:
-        """The venue has received ``order`` (it is pending submit)."""
-        self.append(
-            {
-                "t": "order",
-                "id": order.client_order_id,
-                "symbol": order.symbol,
-                "side": str(order.side),
-                "qty": order.quantity,
-                "type": str(order.order_type),
-                "limit": order.limit_price,
-            }
-        )
+        """The venue has received ``order`` (it is pending submit).
+
+        The fields added for stops and brackets are written only when they differ from
+        their defaults (a market DAY order's line is as it always was).
+        """
+        record = {
+            "t": "order",
+            "id": order.client_order_id,
+            "symbol": order.symbol,
+            "side": str(order.side),
+            "qty": order.quantity,
+            "type": str(order.order_type),
+            "limit": order.limit_price,
+        }
+        if order.stop_price is not None:
+            record["stop"] = order.stop_price
+        if order.tif is not TimeInForce.DAY:
+            record["tif"] = str(order.tif)
+        if order.parent_id is not None:
+            record["parent"] = order.parent_id
+        if order.oca_group is not None:
+            record["oca"] = order.oca_group
+        self.append(record)
+
+    def record_trigger(self, order_id: str) -> None:
+        """A stop's trigger was reached: from now on it works as a market or limit order."""
+        self.append({"t": "trigger", "id": order_id})
+
+    def record_modify(
+        self, order_id: str, quantity: int, stop: float | None, limit: float | None
+    ) -> None:
+        """A working order's quantity, stop and limit price after a modification."""
+        self.append({"t": "modify", "id": order_id, "qty": quantity, "stop": stop, "limit": limit})
 
     def record_status(self, order_id: str, status: str, broker_id: str | None = None) -> None:
         """An order's new status (``"Submitted"`` carries the broker's order id)."""
@@ -401,6 +494,31 @@ class Restored:
     next_broker_id: int  # the first broker order id not yet used
     exec_seq: int  # fills restored: the next fill's execution id follows on
     to_place: list[str]  # accepted orders not yet acted on, to queue again, oldest first
+    children: dict[str, list[VenueOrder]]  # working bracket parent -> its children
+    oca_groups: dict[str, list[VenueOrder]]  # group -> its members still working
+    refused: dict[str, str]  # child orders not yet acted on, whose parent was not working
+
+
+def link_child(
+    child: VenueOrder, parent: VenueOrder | None, children: dict[str, list[VenueOrder]]
+) -> str | None:
+    """The venue has received ``child`` naming ``parent`` (None: an order it does not know,
+    or one that finished): attach it, or say why it is to be refused.
+
+    Attached to a working parent it is held until the parent fills, or works at once for
+    what the parent has already filled. A child of a parent that is not working is
+    refused when it reaches the venue (the reason returned).
+    """
+    parent_id = child.parent_id
+    assert parent_id is not None
+    if parent is None or parent.status.is_terminal:
+        return f"parent order {parent_id} is not working: a bracket child needs a working parent"
+    children.setdefault(parent_id, []).append(child)
+    if parent.filled:
+        child.quantity = parent.filled
+    else:
+        child.held = True
+    return None
 
 
 def restore(
@@ -416,25 +534,38 @@ def restore(
     ``books`` and moves each filled book's walk to where the venue left off.
     """
     by_id: dict[str, VenueOrder] = {}
+    children: dict[str, list[VenueOrder]] = {}  # every bracket parent's children
+    groups: dict[str, list[VenueOrder]] = {}  # every OCA group's members
+    refused: dict[str, str] = {}
     exec_seq = 0
     for r in records:
         kind = r["t"]
         if kind == "order":
-            by_id[r["id"]] = VenueOrder(
-                client_order_id=r["id"],
-                symbol=r["symbol"],
-                side=Side(r["side"]),
-                quantity=r["qty"],
-                order_type=OrderType(r["type"]),
-                limit_price=r["limit"],
-            )
+            order = _restore_order(r)
+            by_id[order.client_order_id] = order
+            if order.parent_id is not None:
+                reason = link_child(order, by_id.get(order.parent_id), children)
+                if reason is not None:
+                    refused[order.client_order_id] = reason
+            if order.oca_group is not None:
+                groups.setdefault(order.oca_group, []).append(order)
         elif kind == "status":
             order = by_id[r["id"]]
             order.status = OrderStatus(r["status"])
             order.broker_order_id = r.get("broker_id") or order.broker_order_id
+            if order.status.is_terminal and not order.filled:
+                orphan_children(children.get(order.client_order_id, ()))
         elif kind == "fill":
-            _restore_fill(r, by_id, fills, books, account)
+            order, quantity = _restore_fill(r, by_id, fills, books, account)
             exec_seq += 1
+            release_children(children.get(order.client_order_id, ()), quantity)
+            if order.oca_group is not None:
+                reduce_oca(groups[order.oca_group], order, quantity)
+        elif kind == "trigger":
+            by_id[r["id"]].triggered = True
+        elif kind == "modify":
+            _restore_modify(r, by_id[r["id"]])
+        # Any other kind is from a later version of the venue: it changes nothing here.
     next_broker_id = FIRST_BROKER_ORDER_ID
     to_place: list[str] = []
     for order in by_id.values():
@@ -442,12 +573,51 @@ def restore(
         if order.broker_order_id is not None:
             next_broker_id = max(next_broker_id, int(order.broker_order_id) + 1)
         if order.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
-            books[order.symbol].working.append(order)
+            if order.held:
+                continue  # a bracket child waiting for its parent's fill: off the book
+            book = books[order.symbol]
+            book.working.append(order)
+            if order.waits_for_trigger:
+                order.armed = True
+                book.stops.append(order)
         elif order.status is OrderStatus.PENDING_SUBMIT:
             to_place.append(order.client_order_id)  # accepted, not yet acted on
         else:
             orders.finish(order)
-    return Restored(next_broker_id, exec_seq, to_place)
+    live = orders.live
+    return Restored(
+        next_broker_id,
+        exec_seq,
+        to_place,
+        {p: kids for p, kids in children.items() if p in live},
+        {g: [m for m in ms if m.client_order_id in live] for g, ms in groups.items()},
+        {cid: reason for cid, reason in refused.items() if cid in to_place},
+    )
+
+
+def _restore_order(r: dict[str, Any]) -> VenueOrder:
+    kind = OrderType(r["type"])
+    limit = r["limit"]
+    return VenueOrder(
+        client_order_id=r["id"],
+        symbol=r["symbol"],
+        side=Side(r["side"]),
+        quantity=r["qty"],
+        order_type=kind,
+        limit_price=limit,
+        stop_price=r.get("stop"),
+        tif=TimeInForce(r.get("tif", TimeInForce.DAY)),
+        parent_id=r.get("parent"),
+        oca_group=r.get("oca"),
+        match_limit=limit if kind.has_limit else None,
+    )
+
+
+def _restore_modify(r: dict[str, Any], order: VenueOrder) -> None:
+    order.quantity = r["qty"]
+    order.stop_price = r["stop"]
+    order.limit_price = r["limit"]
+    order.match_limit = order.limit_price if order.order_type.has_limit else None
 
 
 def _restore_fill(
@@ -456,7 +626,8 @@ def _restore_fill(
     fills: FillLog,
     books: Mapping[str, Book],
     account: SimAccount,
-) -> None:
+) -> tuple[VenueOrder, int]:
+    """Book one fill line; returns the order it filled and by how much."""
     fill = Fill(
         r["exec_id"],
         r["id"],
@@ -476,3 +647,4 @@ def _restore_fill(
     if book is not None:
         book.walk_mid = r["mid"]  # prices continue where the venue left off
         book.recentre()
+    return order, fill.quantity
