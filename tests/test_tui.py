@@ -253,7 +253,7 @@ async def test_pnl_figures_carry_a_sign(tmp_path: Path) -> None:
         for key in ("total", "realized", "unrealized", "commissions"):
             assert pnl.text_of(key)[0] in "+-", (key, pnl.text_of(key))
         assert pnl.text_of("commissions").startswith("-")  # a cost
-        unrealized = table(app, "positions-table").get_row("AAPL")[4].plain
+        unrealized = table(app, "positions-table").get_cell("AAPL", "unrealized").plain
         assert unrealized[0] in "+-"
 
 
@@ -367,9 +367,10 @@ async def test_broker_reject_is_visible_in_orders_and_alerts(tmp_path: Path) -> 
         rig.system.execution.on_target(TargetPosition("AAPL", 10, "test"))
         await run_sim(rig, 1)
         await frame(app, pilot)
-        order = table(app, "orders-table").get_row_at(0)
-        assert order[4].plain == "REJECTED"
-        assert "insufficient buying power" in order[6].plain
+        orders = table(app, "orders-table")
+        key = orders.coordinate_to_cell_key(Coordinate(0, 0)).row_key
+        assert orders.get_cell(key, "status").plain == "REJECTED"
+        assert "insufficient buying power" in orders.get_cell(key, "message").plain
         alert = table(app, "alerts-table").get_row_at(0)
         assert alert[1].plain == "[WARN]" and "Order rejected" in alert[2].plain
 
@@ -681,12 +682,12 @@ LONG_AAPL = PositionRow("AAPL", 10, 190.0, 1_900.0, -5.0, 0.0, 10, True)
 
 @asynccontextmanager
 async def fake_console(
-    tmp_path: Path, backend: FakeBackend | None = None
+    tmp_path: Path, backend: FakeBackend | None = None, size: tuple[int, int] = (120, 40)
 ) -> AsyncIterator[tuple[TradingConsoleApp, Pilot[None], FakeBackend]]:
     fake = backend or FakeBackend(tmp_path)
     typed: ConsoleBackend = fake  # mypy proves the fake implements the protocol
     app = TradingConsoleApp(typed)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await pilot.pause()
         yield app, pilot, fake
 

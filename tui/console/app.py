@@ -33,7 +33,7 @@ from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Label
 
-from core.backend import ActionResult, ConsoleBackend, SystemSnapshot
+from core.backend import ActionResult, ConsoleBackend, StopState, SystemSnapshot
 from core.model import Alert, TradingState
 from tui.console.screens.confirm import ConfirmScreen
 from tui.console.screens.help import HelpScreen
@@ -41,9 +41,9 @@ from tui.console.widgets.alerts import AlertsPane
 from tui.console.widgets.base import Pane
 from tui.console.widgets.format import signed_money, signed_qty
 from tui.console.widgets.indicators import IndicatorsPane
-from tui.console.widgets.orders import OrdersPane
+from tui.console.widgets.orders import QUEUED, OrdersPane
 from tui.console.widgets.pnl import PnlPane
-from tui.console.widgets.positions import PositionsPane
+from tui.console.widgets.positions import NO_STOP, STOP_MARKS, PositionsPane
 from tui.console.widgets.quotes import QuotesPane
 from tui.console.widgets.status_bar import StatusBar
 from tui.heap import freeze_startup_heap
@@ -469,6 +469,11 @@ class TradingConsoleApp(App[None]):
             "",
             f"STOP file: create {self.backend.info.stop_file} to halt trading "
             "(state shows HALTED (STOP file)); remove it, then h to resume.",
+            f"Positions, Stop: 182.40 {STOP_MARKS[StopState.RESTING]} rests at the broker, "
+            f"182.40 {STOP_MARKS[StopState.PENDING]} on its way, {NO_STOP} an open position "
+            "without one (a stop quantity after it: the stop does not cover the position).",
+            "Orders: SL stop-loss, TP take-profit (bracket children, protective stops); "
+            f"GTC outlives the day; {QUEUED}: an exit sent once the broker is back.",
             "Narrow terminals show one pane at a time: number keys switch panes.",
             "Run inside tmux or screen over SSH: a dropped connection does not stop trading.",
         ]

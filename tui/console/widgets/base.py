@@ -91,6 +91,8 @@ class DiffTable(DataTable[Text]):
         "cell--warn",
         "cell--alert",
         "cell--dim",
+        "cell--queued",
+        "cell--role",
     }
 
     # Widget declares virtual_size with layout=True, so every added row (a new order,
@@ -167,9 +169,14 @@ class DiffTable(DataTable[Text]):
                         if was != cell:
                             text = self._cell_text(cell, column)
                             # Ask the table to re-measure only a cell that outgrows its
-                            # column: measuring every changed cell costs a Rich pass each.
-                            grow = text.cell_len > self.columns[ColumnKey(column.key)].content_width
-                            self.update_cell(key, column.key, text, update_width=grow)
+                            # column, or that was its widest and shrinks (a "Queued
+                            # (disconnected)" sent as "Working" gives the width back):
+                            # measuring every changed cell costs a Rich pass each.
+                            width = self.columns[ColumnKey(column.key)].content_width
+                            resize = text.cell_len > width or (
+                                text.cell_len < width and _cell_width(was) == width
+                            )
+                            self.update_cell(key, column.key, text, update_width=resize)
                             self.cell_writes += 1
                 self._rendered[key] = new
             if len(seen) != len(self._rendered):
@@ -317,6 +324,10 @@ class DiffTable(DataTable[Text]):
     def rendered(self, key: str) -> tuple[Cell, ...] | None:
         """The cells last written for a row (what the operator sees), or None."""
         return self._rendered.get(key)
+
+
+def _cell_width(cell: Cell) -> int:
+    return cell_len(cell if isinstance(cell, str) else cell[0])
 
 
 def _relabel_row(lines: Any, row_index: int, column_index: int) -> list[list[Segment]]:
