@@ -14,6 +14,10 @@ server runs on):
     tws.push_tick("AAPL", bid=.., ask=.., last=..)   # streaming ticks
     tws.stall("AAPL"); tws.unstall("AAPL")           # stream goes quiet, snapshots still work
     tws.fill(order_id, qty, price)                   # (partial) execution
+    tws.trade("AAPL", 185.0)                         # a print: triggers stops, reaches limits
+    tws.new_day()                                    # DAY orders expire, GTC ones rest on
+    tws.deactivate(order_id)                         # IB makes an order Inactive
+    tws.reject_next_modify(201, "...")               # next modification is refused
     tws.drop_connections()                           # like TWS closing the socket
     tws.book_execution_while_disconnected(...)       # fill that no client sees live
     tws.set_position("AAPL", 100)                    # broker-side position change
@@ -24,6 +28,30 @@ server runs on):
     tws.enforce_history_pacing = True                # refuse reqHistoricalData like IB (162)
     tws.refuse_history(3)                            # refuse the next 3 with a pacing violation
     await tws.stop()
+
+Orders as TWS handles them (tws-api order_submission.html, bracket_order.html, oca.html,
+modifying_orders.html; message codes from message_codes.html):
+
+- Types MKT, LMT, STP (``auxPrice`` = stop), STP LMT; tif DAY or GTC. A stop rests
+  PreSubmitted until the last price reaches it (buy: last >= stop, sell: last <= stop;
+  ``push_tick(last=...)`` and ``trade()`` move the last price), then works as a market
+  order (filled at the touch, or at the ``trade()`` price that triggered it) or, for
+  STP LMT, as a limit order.
+- ``transmit=False`` orders are held by TWS (no status) until an order with
+  ``transmit=True`` sends them: the last child of a bracket sends its parent and its
+  siblings. Children (``parentId``) rest PreSubmitted until their parent fills; each
+  parent fill releases them for what it filled (a partial fill sizes them to it).
+  Cancelling a parent that has not filled cancels its children.
+- OCA groups (``ocaGroup``, ``ocaType``): a fill of one member cancels the others
+  (type 1) or reduces them by as much (types 2, 3; cancelled at zero). Bracket children
+  without an ``ocaGroup`` are not grouped: that is the client's to ask for.
+- placeOrder with the orderId of an open order of the same client modifies it (size,
+  prices, tif), answered with openOrder + orderStatus. Refused, the order works as
+  before: a filled one 104, a finished one 103, another action or contract 105,
+  another order type 329, another OCA group 201, a ``parentId`` naming a parent that
+  is no longer open 135.
+- Orders outlive their client's connection (a console restart): reqOpenOrders gives a
+  client back its open orders of earlier sessions with orderRef, type, prices, tif.
 """
 
 from __future__ import annotations
@@ -65,6 +93,7 @@ IN_REQ_ACCOUNT_UPDATES = 6
 IN_REQ_EXECUTIONS = 7
 IN_REQ_IDS = 8
 IN_REQ_CONTRACT_DETAILS = 9
+IN_REQ_ALL_OPEN_ORDERS = 16
 IN_REQ_HISTORICAL_DATA = 20
 IN_CANCEL_HISTORICAL_DATA = 25
 IN_REQ_CURRENT_TIME = 49
@@ -107,7 +136,7 @@ class FakeOrder:
     con_id: int
     action: str  # BUY / SELL
     quantity: float
-    order_type: str  # MKT / LMT
+    order_type: str  # MKT / LMT / STP / STP LMT
     limit_price: float | None
     order_ref: str
     account: str
@@ -115,6 +144,14 @@ class FakeOrder:
     filled: float = 0.0
     avg_price: float = 0.0
     last_fill_price: float = 0.0
+    aux_price: float | None = None  # the stop price
+    tif: str = "DAY"
+    oca_group: str = ""
+    oca_type: int = 0
+    parent_id: int = 0
+    transmitted: bool = True  # False: held by TWS (transmit=False) until its bracket goes
+    active: bool = True  # False: a bracket child waiting for its parent's fill
+    triggered: bool = False  # a stop whose price has been reached
 
     @property
     def remaining(self) -> float:
@@ -122,7 +159,16 @@ class FakeOrder:
 
     @property
     def is_open(self) -> bool:
-        return self.status in ("PreSubmitted", "Submitted", "PendingCancel")
+        return self.transmitted and self.status in ("PreSubmitted", "Submitted", "PendingCancel")
+
+    @property
+    def is_stop(self) -> bool:
+        return self.order_type in ("STP", "STP LMT")
+
+    @property
+    def working(self) -> bool:
+        """Open and able to execute (not a child still waiting for its parent)."""
+        return self.is_open and self.active
 
 
 @dataclass
@@ -185,6 +231,8 @@ class FakeTws:
         self._next_perm_id = 900_001
         self._next_exec = 1
         self._reject_next: tuple[int, str] | None = None
+        self._reject_next_modify: tuple[int, str] | None = None
+        self.modifications: list[tuple[int, list[str]]] = []  # (orderId, placeOrder fields)
         self._swallow_next = False
         self.send_commissions = True  # False: IB is late with commission reports
         # IB's historical pacing, on ``now``: an identical request within 15 s, or the 6th
@@ -240,7 +288,9 @@ class FakeTws:
         bid_size: int = 100,
         ask_size: int = 100,
     ) -> None:
-        """Move the market and stream it to subscribers (unless the symbol is stalled)."""
+        """Move the market and stream it to subscribers (unless the symbol is stalled).
+
+        A new ``last`` triggers the resting stops it reaches (filled at the touch)."""
         old_bid, old_ask, old_last = self.prices[symbol]
         new = (
             old_bid if bid is None else bid,
@@ -248,12 +298,56 @@ class FakeTws:
             old_last if last is None else last,
         )
         self.prices[symbol] = new
+        if symbol not in self.stalled:
+            for session in self.ready_sessions:
+                for req_id, sym in session.streams.items():
+                    if sym == symbol:
+                        self._send_quote(session, req_id, symbol, bid_size, ask_size)
+        if last is not None:
+            for order in [o for o in self.orders if o.symbol == symbol and o.is_stop]:
+                if order.working and not order.triggered:
+                    self._work(order, None)
+
+    def trade(self, symbol: str, price: float) -> list[FakeExecution]:
+        """A trade prints at ``price``: the quotes move to it (bid and ask a cent either
+        side), resting stops it reaches trigger (a STP fills at ``price``, a STP LMT then
+        works as a limit) and resting limits it reaches (buy: price <= limit, sell:
+        price >= limit) fill at their limit. Returns the executions it caused."""
+        before = len(self.executions)
+        self._set_market(symbol, round(price - 0.01, 2), round(price + 0.01, 2), price)
+        for order in [o for o in self.orders if o.symbol == symbol]:
+            if order.working:
+                self._work(order, price)
+        return self.executions[before:]
+
+    def _set_market(self, symbol: str, bid: float, ask: float, last: float) -> None:
+        """Move the market and stream it, without working any order."""
+        self.prices[symbol] = (bid, ask, last)
         if symbol in self.stalled:
             return
         for session in self.ready_sessions:
             for req_id, sym in session.streams.items():
                 if sym == symbol:
-                    self._send_quote(session, req_id, symbol, bid_size, ask_size)
+                    self._send_quote(session, req_id, symbol)
+
+    def new_day(self) -> None:
+        """A new trading day: open DAY orders expire (Cancelled), GTC orders rest on, and
+        reqExecutions no longer reports the earlier day's executions."""
+        for order in self.orders:
+            if order.is_open and order.tif != "GTC":
+                order.status = "Cancelled"
+                self._tell(order)
+        self.executions.clear()
+
+    def deactivate(self, order_id: int, code: int = 0, message: str = "") -> None:
+        """IB makes an open order Inactive (with error ``code`` first, when given)."""
+        order = self.order(order_id)
+        order.status = "Inactive"
+        session = self._session_of(order.client_id)
+        if session is not None:
+            if code:
+                self._error(session, order_id, code, message)
+            self._send_order_status(session, order)
 
     def stall(self, symbol: str) -> None:
         self.stalled.add(symbol)
@@ -269,6 +363,10 @@ class FakeTws:
 
     def reject_next_order(self, code: int, message: str) -> None:
         self._reject_next = (code, message)
+
+    def reject_next_modify(self, code: int, message: str) -> None:
+        """The next modification (placeOrder of an open orderId) is refused with ``code``."""
+        self._reject_next_modify = (code, message)
 
     def swallow_next_order(self) -> None:
         """The next placeOrder is lost on the way (TWS never sees it)."""
@@ -297,9 +395,12 @@ class FakeTws:
         raise KeyError(f"no order {order_id or order_ref}")
 
     def fill(self, order_id: int, quantity: float, price: float) -> FakeExecution:
-        """Execute ``quantity`` of an open order at ``price`` and tell its client (if any)."""
+        """Execute ``quantity`` of an open order at ``price`` and tell its client (if any).
+
+        A bracket parent's fill releases its children for as much; a fill of an OCA
+        group's member cancels or reduces the others (see the module docstring)."""
         order = self.order(order_id)
-        if not order.is_open or quantity <= 0 or quantity > order.remaining + 1e-9:
+        if not order.working or quantity <= 0 or quantity > order.remaining + 1e-9:
             raise ValueError(f"cannot fill {quantity} of {order}")
         total = order.filled + quantity
         order.avg_price = (order.avg_price * order.filled + price * quantity) / total
@@ -327,7 +428,78 @@ class FakeTws:
         if session is not None:
             self._send_execution(session, -1, execution)
             self._send_order_status(session, order)
+        self._release_children(order, quantity)
+        self._apply_oca(order, quantity)
         return execution
+
+    def _release_children(self, parent: FakeOrder, quantity: float) -> None:
+        for child in self.orders:
+            if child.parent_id != parent.order_id or child.client_id != parent.client_id:
+                continue
+            if not child.is_open:
+                continue
+            if child.active:
+                child.quantity += quantity
+            else:
+                child.active = True
+                child.quantity = child.filled + quantity
+            if not child.is_stop:
+                child.status = "Submitted"
+            self._tell(child, open_order=True)
+            self._work(child, None)
+
+    def _apply_oca(self, order: FakeOrder, quantity: float) -> None:
+        if not order.oca_group:
+            return
+        for other in self.orders:
+            if other is order or other.oca_group != order.oca_group or not other.is_open:
+                continue
+            if other.account != order.account:
+                continue
+            if order.oca_type in (2, 3):
+                other.quantity = max(other.filled, other.quantity - quantity)
+            if order.oca_type not in (2, 3) or other.remaining <= 1e-9:
+                other.status = "Cancelled"
+                self._tell(other)
+            else:
+                self._tell(other, open_order=True)
+
+    def _work(self, order: FakeOrder, trade_price: float | None) -> None:
+        """Let a working order execute what the market allows: a stop triggers when the
+        last price reaches it; a market order (or triggered STP) fills at the touch, or
+        at ``trade_price``; a limit fills when the touch (or trade) reaches its limit."""
+        bid, ask, last = self.prices[order.symbol]
+        buy = order.action == "BUY"
+        if order.is_stop and not order.triggered:
+            stop = order.aux_price or 0.0
+            if not (last >= stop if buy else last <= stop):
+                return
+            order.triggered = True
+            order.status = "Submitted"
+            self._tell(order)
+        if trade_price is None and not self.auto_fill_market:
+            return
+        if order.order_type in ("MKT", "STP"):
+            price = (ask if buy else bid) if trade_price is None else trade_price
+            self.fill(order.order_id, order.remaining, price)
+            return
+        limit = order.limit_price
+        if limit is None:
+            return
+        if trade_price is not None:
+            if trade_price <= limit if buy else trade_price >= limit:
+                self.fill(order.order_id, order.remaining, limit)
+        elif ask <= limit if buy else bid >= limit:
+            self.fill(order.order_id, order.remaining, ask if buy else bid)
+
+    def _tell(self, order: FakeOrder, *, open_order: bool = False) -> None:
+        """Send an order's state to its client, if connected (openOrder, then orderStatus)."""
+        session = self._session_of(order.client_id)
+        if session is None:
+            return
+        if open_order:
+            self._send_open_order(session, order)
+        self._send_order_status(session, order)
 
     def book_execution_while_disconnected(
         self, order_id: int, quantity: float, price: float
@@ -341,9 +513,18 @@ class FakeTws:
         """TWS cancels an order by itself (operator in TWS, end of day)."""
         order = self.order(order_id)
         order.status = "Cancelled"
-        session = self._session_of(order.client_id)
-        if session is not None:
-            self._send_order_status(session, order)
+        self._tell(order)
+        self._cancel_children(order)
+
+    def _cancel_children(self, parent: FakeOrder) -> None:
+        """A parent cancelled before any fill takes its waiting children with it."""
+        if parent.filled:
+            return
+        for child in self.orders:
+            ours = child.parent_id == parent.order_id and child.client_id == parent.client_id
+            if ours and child.is_open:
+                child.status = "Cancelled"
+                self._tell(child)
 
     def set_position(self, symbol: str, quantity: float, avg_cost: float | None = None) -> None:
         """Set the broker-side position directly (a trade made outside the console)."""
@@ -396,6 +577,7 @@ class FakeTws:
             IN_START_API: self._on_start_api,
             IN_REQ_POSITIONS: self._on_req_positions,
             IN_REQ_OPEN_ORDERS: self._on_req_open_orders,
+            IN_REQ_ALL_OPEN_ORDERS: self._on_req_all_open_orders,
             IN_REQ_COMPLETED_ORDERS: self._on_req_completed_orders,
             IN_REQ_ACCOUNT_UPDATES: self._on_req_account_updates,
             IN_REQ_ACCOUNT_UPDATES_MULTI: self._on_req_account_updates_multi,
@@ -453,9 +635,16 @@ class FakeTws:
                 self._send_order_status(s, order)
         s.send(53, 1)
 
+    def _on_req_all_open_orders(self, s: _Session, f: list[str]) -> None:
+        for order in self.orders:
+            if order.is_open:
+                self._send_open_order(s, order)
+                self._send_order_status(s, order)
+        s.send(53, 1)
+
     def _on_req_completed_orders(self, s: _Session, f: list[str]) -> None:
         for order in self.orders:
-            if not order.is_open:
+            if order.transmitted and not order.is_open:
                 self._send_completed_order(s, order)
         s.send(102)
 
@@ -609,9 +798,16 @@ class FakeTws:
     # ------------------------------------------------------------------ orders
     def _on_place_order(self, s: _Session, f: list[str]) -> None:
         # [3, orderId, contract(2..13), secIdType, secId, action(16), totalQuantity(17),
-        #  orderType(18), lmtPrice(19), auxPrice(20), tif, ocaGroup, account(23), openClose,
-        #  origin, orderRef(26), ...]
+        #  orderType(18), lmtPrice(19), auxPrice(20), tif(21), ocaGroup(22), account(23),
+        #  openClose, origin, orderRef(26), transmit(27), parentId(28), blockOrder,
+        #  sweepToFill, displaySize, triggerMethod, outsideRth, hidden(34), "", discretionary,
+        #  goodAfterTime, goodTillDate, faGroup, faMethod, faPercentage(41), modelCode,
+        #  shortSaleSlot, designatedLocation, exemptCode(45), ocaType(46), ...]
         order_id, symbol = int(f[1]), f[3]
+        existing = self._own_order(s.client_id, order_id)
+        if existing is not None and existing.transmitted:
+            self._on_modify(s, existing, f)
+            return
         if self._swallow_next:
             self._swallow_next = False
             return
@@ -635,25 +831,84 @@ class FakeTws:
             limit_price=float(f[19]) if f[19] else None,
             order_ref=f[26],
             account=f[23] or self.primary_account(),
+            aux_price=float(f[20]) if f[20] else None,
+            tif=f[21] or "DAY",
+            oca_group=f[22],
+            oca_type=int(f[46] or 0),
+            parent_id=int(f[28] or 0),
+            transmitted=False,
         )
         self._next_perm_id += 1
         self.next_order_id = max(self.next_order_id, order_id + 1)
         self.orders.append(order)
+        if f[27] != "1":
+            return  # transmit=False: TWS holds it until its bracket is transmitted
+        held = [
+            o
+            for o in self.orders
+            if o.client_id == s.client_id
+            and not o.transmitted
+            and o is not order
+            and order.parent_id
+            and (o.order_id == order.parent_id or o.parent_id == order.parent_id)
+        ]
+        group = [*sorted(held, key=lambda o: o.parent_id != 0), order]  # the parent first
+        for o in group:
+            self._transmit(s, o)
+        for o in group:  # then they execute what the market allows
+            if o.working:
+                self._work(o, None)
+
+    def _transmit(self, s: _Session, order: FakeOrder) -> None:
+        order.transmitted = True
+        parent = self._own_order(order.client_id, order.parent_id) if order.parent_id else None
+        if parent is not None and not parent.filled:
+            order.active = False  # a child: rests until its parent fills
         self._send_open_order(s, order)
         self._send_order_status(s, order)
+        if not order.active or order.is_stop:
+            return  # PreSubmitted: waiting for the parent, or for the stop's trigger
         order.status = "Submitted"
         self._send_open_order(s, order)
         self._send_order_status(s, order)
-        bid, ask, _ = self.prices[symbol]
-        touch = ask if order.action == "BUY" else bid
-        marketable = order.order_type == "MKT" or (
-            order.limit_price is not None
-            and (
-                touch <= order.limit_price if order.action == "BUY" else touch >= order.limit_price
-            )
-        )
-        if self.auto_fill_market and marketable:
-            self.fill(order_id, order.quantity, touch)
+
+    def _on_modify(self, s: _Session, order: FakeOrder, f: list[str]) -> None:
+        order_id = order.order_id
+        self.modifications.append((order_id, f))
+        refusal: tuple[int, str] | None = None
+        parent_id = int(f[28] or 0)
+        parent = self._own_order(order.client_id, parent_id) if parent_id else None
+        if self._reject_next_modify is not None:
+            refusal, self._reject_next_modify = self._reject_next_modify, None
+        elif order.status == "Filled":
+            refusal = (104, "Cannot modify a filled order.")
+        elif not order.is_open:
+            refusal = (103, "Duplicate order id")
+        elif f[16] != order.action or f[3] != order.symbol:
+            refusal = (105, "Order being modified does not match original order.")
+        elif f[18] != order.order_type:
+            refusal = (329, "Order modify failed. Cannot change to the new order type.")
+        elif f[22] != order.oca_group:
+            refusal = (201, "Order rejected - reason:OCA group revision is not allowed.")
+        elif parent_id and (parent is None or not parent.is_open):
+            refusal = (135, f"Can't find order with id ={parent_id}")
+        if refusal is not None:
+            self._error(s, order_id, *refusal)
+            return
+        order.quantity = float(f[17])
+        order.limit_price = float(f[19]) if f[19] else None
+        order.aux_price = float(f[20]) if f[20] else None
+        order.tif = f[21] or order.tif
+        self._send_open_order(s, order)
+        self._send_order_status(s, order)
+        if order.working:
+            self._work(order, None)
+
+    def _own_order(self, client_id: int, order_id: int) -> FakeOrder | None:
+        for o in reversed(self.orders):
+            if o.order_id == order_id and o.client_id == client_id:
+                return o
+        return None
 
     def _on_cancel_order(self, s: _Session, f: list[str]) -> None:
         # [4, 1, orderId, manualCancelOrderTime]
@@ -682,6 +937,7 @@ class FakeTws:
         order.status = "Cancelled"
         self._send_order_status(s, order)
         self._error(s, order_id, 202, "Order Canceled - reason:")
+        self._cancel_children(order)
 
     # ------------------------------------------------------------------ positions
     def _move_position(self, account: str, symbol: str, signed: float, price: float) -> None:
@@ -717,13 +973,15 @@ class FakeTws:
     def _send_order_status(self, s: _Session, o: FakeOrder) -> None:
         # orderStatus: [3, orderId, status, filled, remaining, avgFillPrice, permId,
         #               parentId, lastFillPrice, clientId, whyHeld, mktCapPrice]
-        s.send(3, o.order_id, o.status, o.filled, o.remaining, o.avg_price, o.perm_id, 0,
-               o.last_fill_price, o.client_id, "", 0.0)  # fmt: skip
+        why_held = "" if o.active else "child"
+        s.send(3, o.order_id, o.status, o.filled, o.remaining, o.avg_price, o.perm_id,
+               o.parent_id, o.last_fill_price, o.client_id, why_held, 0.0)  # fmt: skip
 
     def _order_core(self, o: FakeOrder) -> list[object]:
         lmt = o.limit_price if o.limit_price is not None else ""
-        return [o.action, o.quantity, o.order_type, lmt, "", "DAY", "", o.account, "O", 0,
-                o.order_ref]  # fmt: skip
+        aux = o.aux_price if o.aux_price is not None else ""
+        return [o.action, o.quantity, o.order_type, lmt, aux, o.tif, o.oca_group, o.account, "O",
+                0, o.order_ref]  # fmt: skip
 
     def _send_open_order(self, s: _Session, o: FakeOrder) -> None:
         # Field order: ib_async decoder.openOrder for server version 178.
@@ -732,9 +990,9 @@ class FakeTws:
                                 "USD", o.symbol, o.symbol]  # fmt: skip
         fields += self._order_core(o)
         fields += [o.client_id, o.perm_id, 0, 0, 0.0, "", "", "", "", ""]
-        # modelCode .. deltaNeutralAuxPrice (29)
-        fields += ["", "", "", "", "", 0, "", 0, 0, "", "", "", "", "", "", 0, 0, 0, "", 0,
-                   0, 0, "", 0, 0, "", 0, "", ""]  # fmt: skip
+        # modelCode .. deltaNeutralAuxPrice (29): ocaType is the 20th, parentId the 24th
+        fields += ["", "", "", "", "", 0, "", 0, 0, "", "", "", "", "", "", 0, 0, 0, "",
+                   o.oca_type, 0, 0, "", o.parent_id, 0, "", 0, "", ""]  # fmt: skip
         fields += [0, 0, "", "", "", "", ""]  # continuousUpdate .. comboLegsDescrip
         fields += [0, 0, 0]  # combo legs, order combo legs, smart combo params
         fields += ["", "", ""]  # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement
@@ -755,9 +1013,9 @@ class FakeTws:
                                 o.symbol, o.symbol]  # fmt: skip
         fields += self._order_core(o)
         fields += [o.perm_id, 0, 0, 0.0, "", "", "", ""]
-        # modelCode .. deltaNeutralAuxPrice (23)
-        fields += ["", "", "", "", "", 0, "", "", "", "", "", "", "", "", 0, 0, "", 0, 0, "",
-                   0, "", ""]  # fmt: skip
+        # modelCode .. deltaNeutralAuxPrice (23): ocaType is the 18th
+        fields += ["", "", "", "", "", 0, "", "", "", "", "", "", "", "", 0, 0, "", o.oca_type,
+                   0, "", 0, "", ""]  # fmt: skip
         fields += [0, 0, "", "", ""]  # continuousUpdate .. comboLegsDescrip
         fields += [0, 0, 0]
         fields += ["", "", ""]

@@ -124,6 +124,7 @@ class IbBroker:
         self._account_values = AccountValues(config.account, 0.0, 0.0, 0.0)
         self.ib.pendingTickersEvent += self._market.on_pending_tickers
         self.ib.orderStatusEvent += self._orders.on_order_status
+        self.ib.openOrderEvent += self._orders.on_open_order
         self.ib.execDetailsEvent += self._orders.on_exec_details
         self.ib.commissionReportEvent += self._orders.on_commission_report
         self.ib.errorEvent += self._on_error
@@ -447,22 +448,43 @@ class IbBroker:
 
     # ------------------------------------------------------------- orders
     def place_order(self, order: Order) -> None:
-        if self.config.readonly:
-            self._orders.reject_now(order, "IB_READONLY=true: orders are not sent to IB", None)
-            return
-        if not self._connected:
-            reason = self.last_failure or "not connected to IB"
-            self._orders.reject_now(order, f"not sent: {reason}", NOT_CONNECTED)
-            return
-        contract = self._contracts.get(order.symbol)
+        contract = self._contract_for(order)
+        if contract is not None:
+            self._orders.place(order, contract)
+
+    def place_bracket(self, parent: Order, children: Sequence[Order]) -> None:
+        """Parent and children in one go: parent ``transmit=False``, each child with the
+        parent's ``parentId`` and the OCA group, the last child ``transmit=True``."""
+        contract = self._contract_for(parent, *children)
         if contract is None:
-            self._orders.reject_now(
-                order,
-                f"{order.symbol} is not among SYMBOLS, so IB has no contract for it",
+            return
+        if children:
+            self._orders.place_bracket(parent, children, contract)
+        else:
+            self._orders.place(parent, contract)
+
+    def modify_order(self, order: Order) -> None:
+        """The working order of the same client order id, re-sent with ``order``'s
+        quantity and prices; while disconnected refused locally (code 504)."""
+        self._orders.modify(order, self._contracts.get(order.symbol), connected=self._connected)
+
+    def _contract_for(self, *orders: Order) -> Any:
+        """The contract to send ``orders`` with, or None after refusing them locally."""
+        contract = self._contracts.get(orders[0].symbol)
+        if self.config.readonly:
+            refusal: tuple[str, int | None] = ("IB_READONLY=true: orders are not sent to IB", None)
+        elif not self._connected:
+            refusal = (f"not sent: {self.last_failure or 'not connected to IB'}", NOT_CONNECTED)
+        elif contract is None:
+            refusal = (
+                f"{orders[0].symbol} is not among SYMBOLS, so IB has no contract for it",
                 NO_SECURITY_DEFINITION,
             )
-            return
-        self._orders.place(order, contract)
+        else:
+            return contract
+        for order in orders:
+            self._orders.reject_now(order, *refusal)
+        return None
 
     def cancel_order(self, client_order_id: str) -> None:
         self._orders.cancel(client_order_id, connected=self._connected)

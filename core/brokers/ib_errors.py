@@ -25,6 +25,12 @@ ORDER_CANCELLED = 202
 CANCEL_NOT_FOUND = 10147
 CANCEL_NOT_CANCELLABLE = 161
 HMDS_ERROR = 162
+# Modifications (placeOrder again with the same orderId).
+DUPLICATE_ORDER_ID = 103  # the id of an order that is no longer open: not a modification
+MODIFY_FILLED = 104  # "Cannot modify a filled order"
+MODIFY_MISMATCH = 105  # "Order being modified does not match original order"
+ORDER_NOT_FOUND = 135  # "Can't find order with id =" (also a finished bracket parent)
+MODIFY_IN_PROGRESS = 2102  # "Unable to modify this order as it is still being processed"
 
 # Data farms: broken vs OK. 2108 ("inactive but should be available upon demand")
 # is listed with the broken ones: until the farm answers, quotes may not come.
@@ -36,6 +42,10 @@ CONNECTIVITY = frozenset(
 
 # Codes ib_async itself treats as warnings: the order stays live at IB.
 ORDER_WARNINGS = frozenset({105, 110, 165, 321, 329, 399, 404, 434, 492, 10167})
+# Warnings that, answering a modification, mean IB did not apply it (the order keeps
+# working as it was): price off the tick grid, validation failure, order type change,
+# mismatch with the original, still being processed.
+MODIFY_REFUSING_WARNINGS = frozenset({MODIFY_MISMATCH, 110, 321, 329, MODIFY_IN_PROGRESS})
 
 
 class FarmState(StrEnum):

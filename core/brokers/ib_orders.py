@@ -1,29 +1,57 @@
-"""Our orders at IB: placement, status mapping, fills with commissions, resync.
+"""Our orders at IB: placement (brackets too), modification, fills with commissions,
+resync. How our orders read in IB's terms is ``core.brokers.ib_order_fields``.
 
 Every order carries our client order id in ``orderRef``; IB's orderId and
 permId are kept beside it (reported as ``broker_order_id`` "orderId/permId").
 The tracker outlives connections: ib_async forgets its trades on disconnect,
 so after a reconnect open orders are re-adopted by orderRef (never re-sent)
 and executions missed meanwhile are delivered, each exactly once.
+
+Modification (``modify``) sends the very IB order again (same orderId, same OCA
+group: IB refuses an OCA group revision) with the new size and prices. TWS answers
+with an openOrder / orderStatus echo, reported once as SUBMITTED "modified"; an
+error meanwhile (or a warning that means "not applied": 105, 110, 321, 329, 2102) is
+reported through ``on_broker_error`` with the client order id, and the order keeps
+working as it was (ib_async marks the trade cancelled on such an error; that is
+undone). A child whose parent has finished goes without ``parentId``: IB answers
+135 "Can't find order with id" for a parent it no longer works.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ib_async import LimitOrder, MarketOrder
+from ib_async import Order as IbOrder
 from loguru import logger
 
 from core.brokers.base import BrokerListener
 from core.brokers.ib_errors import (
     CANCEL_NOT_FOUND,
+    MODIFY_FILLED,
+    MODIFY_IN_PROGRESS,
+    MODIFY_REFUSING_WARNINGS,
     NOT_CONNECTED,
     ORDER_CANCELLED,
+    ORDER_NOT_FOUND,
     is_warning,
+)
+from core.brokers.ib_order_fields import (
+    ACKNOWLEDGED,
+    CANCELLED,
+    FILL_SIDES,
+    IB_DONE,
+    PendingModify,
+    TrackedOrder,
+    broker_order_id,
+    broker_state_of,
+    ib_order_of,
+    map_ib_status,
+    price_problem,
 )
 from core.clock import Clock
 from core.model import (
@@ -32,92 +60,10 @@ from core.model import (
     Order,
     OrderStatus,
     OrderStatusUpdate,
-    OrderType,
     Side,
 )
 
-# IB statuses that mean "working" and "finished without a (full) fill".
-_ACKNOWLEDGED = frozenset({"PreSubmitted", "Submitted"})
-_CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
-_FILL_SIDES = {"BOT": Side.BUY, "SLD": Side.SELL}
-
-
-def map_ib_status(
-    status: str, *, error_code: int = 0, has_fills: bool = False
-) -> OrderStatus | None:
-    """IB's order status → ours; None when it changes nothing we track.
-
-    Fill-driven states (partially filled, filled) come from executions, never
-    from a status message (IB may say "Filled" before the execDetails). An
-    order IB ends because of an error (other than 202, IB's cancel
-    confirmation) is a rejection unless part of it traded; "Inactive" means
-    IB holds it but will not work it, which for us is a rejection as well.
-    """
-    if status in _ACKNOWLEDGED:
-        return OrderStatus.SUBMITTED
-    if status == "PendingCancel":
-        return OrderStatus.PENDING_CANCEL
-    if status in _CANCELLED:
-        if error_code and error_code != ORDER_CANCELLED and not has_fills:
-            return OrderStatus.REJECTED
-        return OrderStatus.CANCELLED
-    if status == "Inactive":
-        return OrderStatus.CANCELLED if has_fills else OrderStatus.REJECTED
-    return None  # PendingSubmit, ApiPending, Filled (fill-driven), ValidationError (warning)
-
-
-def broker_order_id(order_id: int, perm_id: int) -> str:
-    return f"{order_id}/{perm_id}" if perm_id else str(order_id)
-
-
-def _filled_of(trade: Any) -> int:
-    """Shares IB reports filled for an order, whichever of its records knows best."""
-    candidates = [trade.orderStatus.filled, sum(f.execution.shares for f in trade.fills)]
-    completed = trade.order.filledQuantity  # completed orders carry it; UNSET (huge) otherwise
-    if 0 <= completed < 1e15:
-        candidates.append(completed)
-    return round(max(candidates))
-
-
-def _state_of(ib_status: str, filled: int, quantity: float) -> OrderStatus:
-    """Our view of an order IB lists (for restart recovery)."""
-    if filled >= quantity > 0:
-        return OrderStatus.FILLED
-    mapped = map_ib_status(ib_status, has_fills=filled > 0)
-    if mapped in (None, OrderStatus.SUBMITTED) and filled:
-        return OrderStatus.PARTIALLY_FILLED
-    if mapped is None:
-        waiting = ib_status in ("PendingSubmit", "ApiPending")
-        return OrderStatus.PENDING_SUBMIT if waiting else OrderStatus.SUBMITTED
-    return mapped
-
-
-@dataclass(slots=True)
-class _Tracked:
-    """One order of ours at IB: placed by this process, or adopted from IB by orderRef."""
-
-    client_order_id: str
-    symbol: str
-    side: Side
-    quantity: int
-    contract: Any
-    trade: Any = None  # ib_async Trade of the current connection
-    ib_order_id: int = 0
-    perm_id: int = 0
-    filled: int = 0  # shares delivered to the core as fills
-    reported: OrderStatus | None = None
-    cancel_requested: bool = False
-
-    @property
-    def done(self) -> bool:
-        return (
-            self.reported in (OrderStatus.CANCELLED, OrderStatus.REJECTED)
-            or self.filled >= self.quantity
-        )
-
-    @classmethod
-    def of(cls, order: Order, contract: Any) -> _Tracked:
-        return cls(order.client_order_id, order.symbol, order.side, order.quantity, contract)
+__all__ = ["IbOrderTracker", "broker_order_id", "map_ib_status"]
 
 
 @dataclass(slots=True)
@@ -127,7 +73,7 @@ class _PendingFill:
 
 
 class IbOrderTracker:
-    """Places and cancels orders through ib_async and reports what IB says about them."""
+    """Places, modifies and cancels orders through ib_async and reports what IB says."""
 
     def __init__(
         self,
@@ -141,7 +87,7 @@ class IbOrderTracker:
         self._clock = clock
         self._listener = listener
         self._commission_wait = commission_wait_seconds
-        self._orders: dict[str, _Tracked] = {}
+        self._orders: dict[str, TrackedOrder] = {}
         self._by_ib_id: dict[int, str] = {}
         self._pending: dict[str, _PendingFill] = {}  # exec id -> fill waiting for commission
         self._delivered: set[str] = set()
@@ -149,21 +95,57 @@ class IbOrderTracker:
 
     # ------------------------------------------------------------- requests
     def place(self, order: Order, contract: Any) -> None:
-        tracked = _Tracked.of(order, contract)
+        problem = price_problem(order)
+        if problem is not None:
+            self.reject_now(order, f"not sent: {problem}", None)
+            return
+        self._send(order, contract, ib_order_of(order, self.account))
+
+    def place_bracket(self, parent: Order, children: Sequence[Order], contract: Any) -> None:
+        """Parent and children as one bracket (see the module docstring)."""
+        orders = [parent, *children]
+        for child in children:
+            if child.parent_id != parent.client_order_id:
+                raise ValueError(
+                    f"bracket child {child.client_order_id} names parent {child.parent_id!r}, "
+                    f"not {parent.client_order_id}"
+                )
+        problems = [f"{o.client_order_id}: {p}" for o in orders if (p := price_problem(o))]
+        if problems:
+            for order in orders:
+                self.reject_now(order, f"bracket not sent: {'; '.join(problems)}", None)
+            return
+        try:
+            ids = [self._ib.client.getReqId() for _ in orders]
+        except ConnectionError:
+            for order in orders:
+                self.reject_now(order, "not connected to TWS: bracket not sent", NOT_CONNECTED)
+            return
+        ib_orders = []
+        for n, (order, order_id) in enumerate(zip(orders, ids, strict=True)):
+            ib_order = ib_order_of(order, self.account)
+            ib_order.orderId = order_id
+            ib_order.parentId = ids[0] if n else 0
+            ib_order.transmit = n == len(orders) - 1  # the last one sends them all
+            ib_orders.append(ib_order)
+        for n, (order, ib_order) in enumerate(zip(orders, ib_orders, strict=True)):
+            if self._send(order, contract, ib_order):
+                continue
+            for rest in orders[n + 1 :]:
+                self.reject_now(rest, "not connected to TWS: bracket not sent", NOT_CONNECTED)
+            for sent in orders[:n]:
+                # Held by TWS untransmitted, if it got there at all: cancelled on reconnect.
+                self._orders[sent.client_order_id].cancel_requested = True
+            return
+
+    def _send(self, order: Order, contract: Any, ib_order: IbOrder) -> bool:
+        tracked = TrackedOrder.of(order, contract)
         self._orders[order.client_order_id] = tracked
-        action = "BUY" if order.side is Side.BUY else "SELL"
-        if order.order_type is OrderType.LIMIT:
-            ib_order: Any = LimitOrder(action, order.quantity, float(order.limit_price or 0.0))
-        else:
-            ib_order = MarketOrder(action, order.quantity)
-        ib_order.orderRef = order.client_order_id
-        ib_order.account = self.account
-        ib_order.tif = "DAY"
         try:
             trade = self._ib.placeOrder(contract, ib_order)
         except ConnectionError:
             self.reject_now(order, "not connected to TWS: order not sent", NOT_CONNECTED)
-            return
+            return False
         tracked.trade = trade
         tracked.ib_order_id = trade.order.orderId
         self._by_ib_id[tracked.ib_order_id] = order.client_order_id
@@ -171,16 +153,94 @@ class IbOrderTracker:
             "order placed at IB",
             client_order_id=order.client_order_id,
             ib_order_id=tracked.ib_order_id,
+            order_type=ib_order.orderType,
+            tif=ib_order.tif,
         )
+        return True
 
     def reject_now(self, order: Order, reason: str, code: int | None) -> None:
         """Refuse ``order`` without sending it; reported on the next loop turn, after the send."""
-        tracked = self._orders.setdefault(order.client_order_id, _Tracked.of(order, None))
+        tracked = self._orders.setdefault(order.client_order_id, TrackedOrder.of(order, None))
         tracked.reported = OrderStatus.REJECTED
         update = OrderStatusUpdate(
             order.client_order_id, OrderStatus.REJECTED, self._clock.now(), None, reason, code
         )
         asyncio.get_running_loop().call_soon(self._listener().on_order_status, update)
+
+    def modify(self, order: Order, contract: Any, *, connected: bool) -> None:
+        """Send ``order``'s new quantity / prices for the IB order of the same id."""
+        client_order_id = order.client_order_id
+        tracked = self._orders.get(client_order_id)
+        trade = tracked.trade if tracked is not None else None
+        if tracked is None or (trade is None and tracked.reported is None):
+            self._refuse_later(ORDER_NOT_FOUND, client_order_id, "no order with this id at IB")
+            return
+        if tracked.done or (trade is not None and trade.orderStatus.status in IB_DONE):
+            code = MODIFY_FILLED if tracked.filled >= tracked.quantity else ORDER_NOT_FOUND
+            state = "filled" if code == MODIFY_FILLED else "no longer working"
+            self._refuse_later(code, client_order_id, f"the order is {state} at IB")
+            return
+        if not connected or trade is None:
+            self._refuse_later(
+                NOT_CONNECTED, client_order_id, "not connected to IB; not sent (send it again)"
+            )
+            return
+        if tracked.modify is not None:
+            self._refuse_later(
+                MODIFY_IN_PROGRESS, client_order_id, "an earlier change is still unanswered"
+            )
+            return
+        problem = price_problem(order)
+        if problem is not None:
+            self._refuse_later(ORDER_NOT_FOUND, client_order_id, problem)
+            return
+        ib_order = trade.order
+        pending = PendingModify(
+            order.quantity,
+            order.limit_price if order.order_type.has_limit else None,
+            order.stop_price if order.order_type.is_stop else None,
+            (ib_order.totalQuantity, ib_order.lmtPrice, ib_order.auxPrice, ib_order.parentId),
+            trade.orderStatus.status,
+            tracked.quantity,
+        )
+        ib_order.totalQuantity = order.quantity
+        if pending.limit_price is not None:
+            ib_order.lmtPrice = float(pending.limit_price)
+        if pending.stop_price is not None:
+            ib_order.auxPrice = float(pending.stop_price)
+        ib_order.transmit = True
+        if ib_order.parentId and not self._parent_working(ib_order.parentId):
+            ib_order.parentId = 0
+        tracked.modify = pending
+        try:
+            self._ib.placeOrder(tracked.contract or contract or trade.contract, ib_order)
+        except ConnectionError:
+            self._restore(tracked)
+            self._refuse_later(NOT_CONNECTED, client_order_id, "not connected to TWS; not sent")
+            return
+        logger.info(
+            "order modification sent to IB",
+            client_order_id=client_order_id,
+            ib_order_id=tracked.ib_order_id,
+            quantity=order.quantity,
+            stop_price=pending.stop_price,
+            limit_price=pending.limit_price,
+        )
+
+    def _parent_working(self, parent_ib_id: int) -> bool:
+        ref = self._by_ib_id.get(parent_ib_id)
+        parent = self._orders.get(ref) if ref else None
+        if parent is not None and parent.trade is not None:
+            return not parent.done and parent.trade.orderStatus.status not in IB_DONE
+        return any(t.order.orderId == parent_ib_id for t in self._ib.openTrades())
+
+    def _refuse_later(self, code: int, client_order_id: str, reason: str) -> None:
+        # On the next loop turn: the core may change the order again from its handler.
+        message = f"order {client_order_id} not modified: {reason}"
+        logger.warning(message, client_order_id=client_order_id, code=code)
+        asyncio.get_running_loop().call_soon(
+            self._listener().on_broker_error, code, message, client_order_id
+        )
 
     def cancel(self, client_order_id: str, *, connected: bool) -> None:
         tracked = self._orders.get(client_order_id)
@@ -212,9 +272,25 @@ class IbOrderTracker:
         if tracked is None:
             return
         self._note_ids(tracked, trade)
-        if trade.log and trade.log[-1].errorCode and trade.orderStatus.status in _CANCELLED:
-            return  # ib_async ends the order for an error; on_error reports it with IB's text
-        self._report(tracked, trade.orderStatus.status, "", 0)
+        status = trade.orderStatus.status
+        if trade.log and trade.log[-1].errorCode and status in (*CANCELLED, "ValidationError"):
+            return  # ib_async's reaction to an error; on_error reports it with IB's text
+        if tracked.modify is not None:
+            self._check_modify(tracked, trade, echoed=False)
+        was_done = tracked.done
+        self._report(tracked, status, "", 0)
+        if status == "Inactive" and not was_done and tracked.done:
+            self._cancel_for_safety(tracked)
+        self._settle_reduced(tracked)
+
+    def on_open_order(self, trade: Any) -> None:
+        """TWS's openOrder echo (after a placement or a modification)."""
+        tracked = self._tracked_for(trade)
+        if tracked is None:
+            return
+        self._note_ids(tracked, trade)
+        if tracked.modify is not None:
+            self._check_modify(tracked, trade, echoed=True)
 
     def on_error(self, req_id: int, code: int, message: str) -> bool:
         """An error about one of our orders; returns False when it is not about an order."""
@@ -223,6 +299,23 @@ class IbOrderTracker:
             return False
         tracked = self._orders[client_order_id]
         listener = self._listener()
+        refuses = not is_warning(code) or code in MODIFY_REFUSING_WARNINGS
+        if tracked.modify is not None and code != ORDER_CANCELLED and refuses:
+            self._restore(tracked)
+            listener.on_broker_error(
+                code,
+                f"order {client_order_id} not modified: {message} (it works as before)",
+                client_order_id,
+            )
+            return True
+        if tracked.quiet:
+            logger.info(
+                "IB answered a safety cancel: {message}",
+                message=message,
+                code=code,
+                client_order_id=client_order_id,
+            )
+            return True
         if is_warning(code):
             # The order stays live at IB: tell the operator, do not touch its state.
             listener.on_broker_error(code, f"order {client_order_id}: {message}", None)
@@ -256,14 +349,75 @@ class IbOrderTracker:
                 )
                 self._deliver(pending.fill, 0.0)
 
+    # ------------------------------------------------------------- modification answers
+    def _check_modify(self, tracked: TrackedOrder, trade: Any, *, echoed: bool) -> None:
+        pending = tracked.modify
+        assert pending is not None
+        status = trade.orderStatus.status
+        if status in IB_DONE:
+            tracked.modify = None  # filled or ended meanwhile: that is the answer
+            return
+        if status not in ACKNOWLEDGED:
+            return
+        acknowledged = pending.acknowledged_by(trade, echoed=echoed)
+        if acknowledged:
+            tracked.modify = None
+            tracked.quantity = pending.quantity
+            if pending.limit_price is not None:
+                tracked.limit_price = pending.limit_price
+            if pending.stop_price is not None:
+                tracked.stop_price = pending.stop_price
+            tracked.reported = tracked.reported or OrderStatus.SUBMITTED
+            logger.info("order modified at IB", client_order_id=tracked.client_order_id)
+            self._listener().on_order_status(
+                OrderStatusUpdate(
+                    tracked.client_order_id,
+                    OrderStatus.SUBMITTED,
+                    self._clock.now(),
+                    broker_order_id(tracked.ib_order_id, tracked.perm_id),
+                    "modified",
+                )
+            )
+
+    def _restore(self, tracked: TrackedOrder) -> None:
+        """IB did not apply the modification: the trade goes back to what IB works."""
+        pending, tracked.modify = tracked.modify, None
+        trade = tracked.trade
+        if pending is None or trade is None:
+            return
+        pending.restore(trade)
+
+    def _cancel_for_safety(self, tracked: TrackedOrder) -> None:
+        tracked.quiet = True
+        with contextlib.suppress(ConnectionError):
+            self._ib.cancelOrder(tracked.trade.order)
+
+    def _settle_reduced(self, tracked: TrackedOrder) -> None:
+        """IB says Filled with fewer shares than asked, all of them delivered: IB worked
+        less than the core asked (a bracket child sized to its parent's fill, an order
+        reduced by its OCA group), and the rest will never work: the order is over."""
+        trade = tracked.trade
+        if trade is None or tracked.done or trade.orderStatus.status != "Filled":
+            return
+        if tracked.filled < round(trade.orderStatus.filled):
+            return  # its executions are still on the way
+        self._report(
+            tracked,
+            "Cancelled",
+            f"IB finished the order at {tracked.filled} of {tracked.quantity} shares "
+            "(sized to its bracket parent's fill or reduced by its OCA group)",
+            0,
+        )
+
     # ------------------------------------------------------------- reconnect
     def resync(self, client_id: int) -> None:
         """After (re)connecting: adopt, deliver missed fills, then settle the rest.
 
         Fills go first so the core never sees a fill for an order it already closed.
         Open orders of this client id that we do not track (placed before a restart,
-        restored from the journal) are adopted silently so their later fills flow;
-        the core's recovery decides about them through ``order_states()``.
+        GTC stops of an earlier session, restored from the journal) are adopted
+        silently so their later fills flow; the core's recovery decides about them
+        through ``order_states()``.
         """
         open_by_ref = {t.order.orderRef: t for t in self._ib.openTrades() if t.order.orderRef}
         all_by_ref = {t.order.orderRef: t for t in self._ib.trades() if t.order.orderRef}
@@ -282,25 +436,23 @@ class IbOrderTracker:
             if trade is not None:
                 self._readopt(tracked, trade)
                 continue
+            tracked.modify = None
             finished = all_by_ref.get(client_order_id)
             if finished is not None:
                 tracked.trade = finished
                 self._report(tracked, finished.orderStatus.status, "finished while disconnected", 0)
+                self._settle_reduced(tracked)
                 continue
             # Neither open nor completed at IB: it never reached TWS.
             status = "Cancelled" if tracked.filled else "Inactive"
             self._report(tracked, status, "not known to IB after reconnect; not re-sent", 0)
 
-    def _adopted(self, ref: str, trade: Any) -> _Tracked:
-        side = Side.BUY if trade.order.action == "BUY" else Side.SELL
-        tracked = _Tracked(
-            ref, trade.contract.symbol, side, round(trade.order.totalQuantity), trade.contract
-        )
-        tracked.trade = trade
+    def _adopted(self, ref: str, trade: Any) -> TrackedOrder:
+        tracked = TrackedOrder.adopted(ref, trade)
         self._note_ids(tracked, trade)
         return tracked
 
-    def _readopt(self, tracked: _Tracked, trade: Any) -> None:
+    def _readopt(self, tracked: TrackedOrder, trade: Any) -> None:
         tracked.trade = trade
         self._note_ids(tracked, trade)
         logger.info(
@@ -308,28 +460,34 @@ class IbOrderTracker:
             client_order_id=tracked.client_order_id,
             ib_order_id=tracked.ib_order_id,
         )
+        pending = tracked.modify
+        if pending is not None:
+            if pending.matches(trade.order):
+                self._check_modify(tracked, trade, echoed=True)
+            else:
+                tracked.modify = None
+                self._listener().on_broker_error(
+                    NOT_CONNECTED,
+                    f"order {tracked.client_order_id} not modified: the connection dropped "
+                    "before IB answered; it works as IB has it",
+                    tracked.client_order_id,
+                )
         self._report(tracked, trade.orderStatus.status, "", 0)
         if tracked.cancel_requested and not tracked.done:
             self._ib.cancelOrder(trade.order)
 
     # ------------------------------------------------------------- queries
     def order_states(self, client_id: int) -> dict[str, BrokerOrderState]:
-        """Every order of ours IB knows this session: tracked ones and IB's own list."""
+        """Every order of ours IB knows this session: tracked ones and IB's own list.
+
+        Type, prices, tif and quantity are IB's (what works there now: a bracket child
+        sized to its parent's fill, a stop moved by a modification)."""
         states: dict[str, BrokerOrderState] = {}
         for trade in self._ib.trades():
             ref = trade.order.orderRef
             if not ref or (trade.order.clientId not in (client_id, 0) and ref not in self._orders):
                 continue
-            filled = _filled_of(trade)
-            states[ref] = BrokerOrderState(
-                client_order_id=ref,
-                symbol=trade.contract.symbol,
-                side=Side.BUY if trade.order.action == "BUY" else Side.SELL,
-                quantity=round(trade.order.totalQuantity),
-                filled_quantity=filled,
-                status=_state_of(trade.orderStatus.status, filled, trade.order.totalQuantity),
-                broker_order_id=broker_order_id(trade.order.orderId, trade.order.permId),
-            )
+            states[ref] = broker_state_of(ref, trade)
         for tracked in self._orders.values():
             if tracked.client_order_id in states or tracked.contract is None:
                 continue
@@ -343,6 +501,10 @@ class IbOrderTracker:
                 filled_quantity=tracked.filled,
                 status=tracked.reported or OrderStatus.PENDING_SUBMIT,
                 broker_order_id=broker_order_id(tracked.ib_order_id, tracked.perm_id),
+                order_type=tracked.order_type,
+                stop_price=tracked.stop_price,
+                limit_price=tracked.limit_price,
+                tif=tracked.tif,
             )
         return states
 
@@ -359,12 +521,12 @@ class IbOrderTracker:
         return sorted(fills, key=lambda f: f.ts)
 
     # ------------------------------------------------------------- helpers
-    def _tracked_for(self, trade: Any) -> _Tracked | None:
+    def _tracked_for(self, trade: Any) -> TrackedOrder | None:
         ref = trade.order.orderRef
         client_order_id = ref if ref in self._orders else self._by_ib_id.get(trade.order.orderId)
         return self._orders.get(client_order_id) if client_order_id else None
 
-    def _note_ids(self, tracked: _Tracked, trade: Any) -> None:
+    def _note_ids(self, tracked: TrackedOrder, trade: Any) -> None:
         order_id = trade.order.orderId or tracked.ib_order_id
         perm_id = trade.order.permId or trade.orderStatus.permId or tracked.perm_id
         if order_id:
@@ -372,7 +534,7 @@ class IbOrderTracker:
             self._by_ib_id[order_id] = tracked.client_order_id
         tracked.perm_id = perm_id
 
-    def _report(self, tracked: _Tracked, ib_status: str, message: str, code: int) -> None:
+    def _report(self, tracked: TrackedOrder, ib_status: str, message: str, code: int) -> None:
         if tracked.done:
             return
         status = map_ib_status(ib_status, error_code=code, has_fills=tracked.filled > 0)
@@ -402,7 +564,7 @@ class IbOrderTracker:
             exec_id=execution.execId,
             client_order_id=client_order_id,
             symbol=ib_fill.contract.symbol,
-            side=_FILL_SIDES.get(execution.side, Side.BUY),
+            side=FILL_SIDES.get(execution.side, Side.BUY),
             quantity=round(execution.shares),
             price=float(execution.price),
             commission=float(report.commission) if report.execId == execution.execId else 0.0,
@@ -443,3 +605,4 @@ class IbOrderTracker:
             fill.ts,
         )
         self._listener().on_fill(booked)
+        self._settle_reduced(tracked)
