@@ -467,15 +467,19 @@ async def test_modify_of_a_filled_order_is_refused_locally(tws: FakeTws, clock: 
         assert tws.modifications == []
 
 
+@pytest.mark.parametrize("outage", ["socket drop", "1100"])
 async def test_modify_while_disconnected_is_refused_then_works_after_reconnect(
-    tws: FakeTws, clock: SimClock
+    tws: FakeTws, clock: SimClock, outage: str
 ) -> None:
     broker, listener = make_broker(tws.port, clock)
     async with running(broker):
         stop = make_order("TC-TEST-0035-SL", STP, stop=185.0, tif=GTC)
         broker.place_order(stop)
         await wait_until(lambda: listener.statuses_of(stop.client_order_id))
-        tws.drop_connections()
+        if outage == "1100":  # TWS lost IB's servers; our socket to TWS stays up
+            tws.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
+        else:
+            tws.drop_connections()
         await wait_until(lambda: not broker.connected)
         stop.quantity = 70
         broker.modify_order(stop)  # no exception: refused through the listener
@@ -483,8 +487,12 @@ async def test_modify_while_disconnected_is_refused_then_works_after_reconnect(
         code, message, ref = listener.errors[-1]
         assert (code, ref) == (504, stop.client_order_id)
         assert "not connected" in message
-        assert tws.modifications == []
-        clock.advance(1.0)
+        await asyncio.sleep(0.05)
+        assert tws.modifications == []  # nothing went to TWS
+        if outage == "1100":
+            tws.send_error(1102, "Connectivity between IB and TWS has been restored.")
+        else:
+            clock.advance(1.0)
         await wait_until(lambda: broker.connected)
         broker.modify_order(stop)  # the core sends it again after reconnecting
         await wait_until(lambda: any(u.message == "modified" for u in listener.statuses))

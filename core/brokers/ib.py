@@ -20,6 +20,19 @@ Unknown symbols: the configured SYMBOLS are qualified on the first successful
 connection and any IB does not know raise ``BrokerConnectError`` naming them;
 ``subscribe_quotes`` for a symbol outside SYMBOLS reports
 ``on_broker_error(200, ...)``.
+
+Orders of earlier sessions (a GTC stop resting since before a restart): ib_async's
+``connectAsync`` asks ``reqOpenOrders`` and ``reqCompletedOrders`` on every connection
+(not with IB_READONLY). TWS answers ``reqOpenOrders`` with the open orders placed by
+this very client id, in earlier sessions too, each with its orderId, orderRef, type,
+prices and tif; the tracker adopts them by orderRef and ``order_states()`` lists them,
+so the core's recovery adopts a resting stop by its client order id and never places
+it twice. IB binds an API order to the client id that placed it: only that client id
+gets it from ``reqOpenOrders`` and may modify or cancel it (``reqAllOpenOrders`` would
+list it to others, read-only), so IB_CLIENT_ID must stay the same across restarts.
+Client id 0 is special (TWS's own orders): ib_async then calls
+``reqAutoOpenOrders(True)`` and manual TWS orders are bound to it; the console does
+not need that and, with another client id, ignores manual orders (no orderRef of ours).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ ACKNOWLEDGED = frozenset({"PreSubmitted", "Submitted"})
 CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
 IB_DONE = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 FILL_SIDES = {"BOT": Side.BUY, "SLD": Side.SELL}
-_PRICE_EPS = 1e-6
+_PRICE_EPS = 0.005  # half a cent: IB may echo a price re-rounded; ours are on cents
 
 
 def map_ib_status(
@@ -239,6 +239,23 @@ class TrackedOrder:
             order.stop_price,
             order.parent_id,
         )
+
+    def modified(self) -> None:
+        """IB has applied the pending modification."""
+        pending, self.modify = self.modify, None
+        assert pending is not None
+        self.quantity = pending.quantity
+        if pending.limit_price is not None:
+            self.limit_price = pending.limit_price
+        if pending.stop_price is not None:
+            self.stop_price = pending.stop_price
+        self.reported = self.reported or OrderStatus.SUBMITTED
+
+    def undo_modify(self) -> None:
+        """IB did not apply the pending modification: back to what IB works."""
+        pending, self.modify = self.modify, None
+        if pending is not None and self.trade is not None:
+            pending.restore(self.trade)
 
     @classmethod
     def adopted(cls, ref: str, trade: Any) -> TrackedOrder:

@@ -137,6 +137,10 @@ class IbOrderTracker:
                 # Held by TWS untransmitted, if it got there at all: cancelled on reconnect.
                 self._orders[sent.client_order_id].cancel_requested = True
             return
+        for ib_order in ib_orders:
+            # All transmitted now (ib_async would cancel a "PendingSubmit, not transmitted"
+            # order locally only, while TWS works it).
+            ib_order.transmit = True
 
     def _send(self, order: Order, contract: Any, ib_order: IbOrder) -> bool:
         tracked = TrackedOrder.of(order, contract)
@@ -215,7 +219,7 @@ class IbOrderTracker:
         try:
             self._ib.placeOrder(tracked.contract or contract or trade.contract, ib_order)
         except ConnectionError:
-            self._restore(tracked)
+            tracked.undo_modify()
             self._refuse_later(NOT_CONNECTED, client_order_id, "not connected to TWS; not sent")
             return
         logger.info(
@@ -301,7 +305,7 @@ class IbOrderTracker:
         listener = self._listener()
         refuses = not is_warning(code) or code in MODIFY_REFUSING_WARNINGS
         if tracked.modify is not None and code != ORDER_CANCELLED and refuses:
-            self._restore(tracked)
+            tracked.undo_modify()
             listener.on_broker_error(
                 code,
                 f"order {client_order_id} not modified: {message} (it works as before)",
@@ -359,15 +363,8 @@ class IbOrderTracker:
             return
         if status not in ACKNOWLEDGED:
             return
-        acknowledged = pending.acknowledged_by(trade, echoed=echoed)
-        if acknowledged:
-            tracked.modify = None
-            tracked.quantity = pending.quantity
-            if pending.limit_price is not None:
-                tracked.limit_price = pending.limit_price
-            if pending.stop_price is not None:
-                tracked.stop_price = pending.stop_price
-            tracked.reported = tracked.reported or OrderStatus.SUBMITTED
+        if pending.acknowledged_by(trade, echoed=echoed):
+            tracked.modified()
             logger.info("order modified at IB", client_order_id=tracked.client_order_id)
             self._listener().on_order_status(
                 OrderStatusUpdate(
@@ -378,14 +375,6 @@ class IbOrderTracker:
                     "modified",
                 )
             )
-
-    def _restore(self, tracked: TrackedOrder) -> None:
-        """IB did not apply the modification: the trade goes back to what IB works."""
-        pending, tracked.modify = tracked.modify, None
-        trade = tracked.trade
-        if pending is None or trade is None:
-            return
-        pending.restore(trade)
 
     def _cancel_for_safety(self, tracked: TrackedOrder) -> None:
         tracked.quiet = True
