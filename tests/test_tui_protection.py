@@ -22,7 +22,15 @@ from rich.style import Style
 from textual.pilot import Pilot
 
 from core.backend import OrderRow, PositionRow, StopState
-from core.model import OrderIntent, OrderRole, OrderStatus, OrderType, Side, TimeInForce
+from core.model import (
+    OrderIntent,
+    OrderRole,
+    OrderStatus,
+    OrderType,
+    Side,
+    TargetPosition,
+    TimeInForce,
+)
 from tests.helpers import T0
 from tests.test_tui import (
     FakeBackend,
@@ -34,6 +42,7 @@ from tests.test_tui import (
     table,
 )
 from tui.console.app import TradingConsoleApp
+from tui.console.screens.confirm import ConfirmScreen
 from tui.console.screens.help import HelpScreen
 from tui.console.widgets import orders as orders_widget
 from tui.console.widgets.orders import OrdersPane
@@ -156,15 +165,19 @@ async def test_a_stop_short_of_the_position_shows_its_quantity(tmp_path: Path) -
         position("AAPL", 10, 182.40, StopState.RESTING, stop_quantity=5),
         position("MSFT", -10, 410.0, StopState.RESTING, stop_quantity=10),  # a short's stop
         position("SPY", 0, 99.0, StopState.RESTING, stop_quantity=20),  # its position is gone
+        position("NVDA", 10, 182.40, StopState.RESTING, stop_quantity=15),  # more than held
     )
     async with fake_console(tmp_path, fake) as (app, pilot, _):
         await show(app, pilot)
         t = "positions-table"
         assert cell(app, t, "AAPL", "stop") == "182.40 ● 5sh"
-        assert style_of(app, t, "AAPL", "stop") == component(app, t, "cell--alert")
+        # Short of the position (an exit working beside it): a warning, not an alarm.
+        assert style_of(app, t, "AAPL", "stop") == component(app, t, "cell--warn")
         assert cell(app, t, "MSFT", "stop") == "410.00 ●"  # covers the whole short
-        assert cell(app, t, "SPY", "stop") == "99.00 ● 20sh"
+        assert cell(app, t, "SPY", "stop") == "99.00 ● 20sh"  # could open a position
         assert style_of(app, t, "SPY", "stop") == component(app, t, "cell--alert")
+        assert cell(app, t, "NVDA", "stop") == "182.40 ● 15sh"
+        assert style_of(app, t, "NVDA", "stop") == component(app, t, "cell--alert")
         assert app.query_one(PositionsPane).border_title == "3 Positions"  # none lacks a stop
 
 
@@ -506,3 +519,75 @@ async def test_sim_limit_order_shows_its_price(tmp_path: Path) -> None:
         assert cell(app, t, placed.client_order_id, "type") == f"LMT {limit:,.2f}"
         assert cell(app, t, placed.client_order_id, "status") == "Working"
         assert cell(app, t, placed.client_order_id, "role") == ""
+
+
+async def test_sim_protective_stop_is_shown_pending_then_resting(tmp_path: Path) -> None:
+    async with console(tmp_path, protective_stop_pct=2.0) as (app, pilot, rig):
+        await run_sim(rig, 2)
+        rig.system.execution.on_target(TargetPosition("AAPL", 10, "test"))
+        seen: list[str] = []
+        for _ in range(300):  # 10 ms steps: the stop's acknowledgement takes 50 ms
+            await run_sim(rig, 0.01)
+            await frame(app, pilot)
+            if "AAPL" in table(app, "positions-table").rows:
+                stop_text = cell(app, "positions-table", "AAPL", "stop")
+                if not seen or seen[-1] != stop_text:
+                    seen.append(stop_text)
+        stop = rig.system.execution.protection.stops["AAPL"]
+        assert stop.stop_price is not None
+        at = f"{stop.stop_price:,.2f}"
+        # Once the entry fills the position has no stop for a moment, then one on its
+        # way, then one resting at the broker; nothing else is ever shown.
+        assert seen[-2:] == [f"{at} …", f"{at} ●"], seen
+        assert set(seen) <= {"--", "NO STOP", f"{at} …", f"{at} ●"}, seen
+        assert app.query_one(PositionsPane).border_title == "3 Positions"
+        t = "orders-table"
+        assert cell(app, t, stop.client_order_id, "role") == "SL"
+        assert cell(app, t, stop.client_order_id, "type") == f"STP {at} GTC"
+        assert cell(app, t, stop.client_order_id, "status") == "Working"
+        assert cell(app, t, stop.client_order_id, "side") == "SELL"
+
+
+async def test_sim_exit_made_while_disconnected_is_shown_queued_then_sent(
+    tmp_path: Path,
+) -> None:
+    async with console(tmp_path, protective_stop_pct=2.0) as (app, pilot, rig):
+        await open_position(app, pilot, rig)
+        await run_sim(rig, 1)
+        await frame(app, pilot)
+        assert cell(app, "positions-table", "AAPL", "stop").endswith(" ●")
+        await rig.venue.disconnect()
+        rig.system.execution.on_target(TargetPosition("AAPL", 0, "exit while disconnected"))
+        await run_sim(rig, 1)
+        await frame(app, pilot)
+        [queued] = [o for o in rig.system.snapshot().orders if o.queued]
+        t = "orders-table"
+        assert cell(app, t, queued.client_order_id, "status") == "Queued (disconnected)"
+        assert cell(app, t, queued.client_order_id, "message") == ""  # said once is enough
+        assert app.query_one(OrdersPane).border_title == "4 Orders - 1 queued (disconnected)"
+        assert app.screen.has_class("-disconnected")
+        assert rig.venue.positions() == {"AAPL": 10}
+
+        await rig.venue.connect()
+        await run_sim(rig, 3)
+        await frame(app, pilot)
+        assert rig.venue.positions() == {}
+        assert cell(app, t, queued.client_order_id, "status") == "Filled"
+        assert app.query_one(OrdersPane).border_title == "4 Orders"
+        assert cell(app, "positions-table", "AAPL", "stop") == "--"
+
+
+async def test_quit_says_which_positions_keep_a_stop_at_the_broker(tmp_path: Path) -> None:
+    fake = FakeBackend(tmp_path)
+    fake.positions = PROTECTED
+    async with fake_console(tmp_path, fake) as (app, pilot, _):
+        await pilot.press("q")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        body = dialog.body_text
+        assert "positions are LEFT OPEN at the broker" in body
+        assert "Their protective stops stay at the broker (GTC): AAPL, MSFT." in body
+        assert "WITHOUT a stop at the broker: SPY." in body
+        assert "TSLA" not in body  # flat
+        await pilot.press("n")

@@ -490,11 +490,20 @@ class TradingConsoleApp(App[None]):
             self._stop_and_exit("operator quit", EXIT_OK)
             return
         held = ", ".join(f"{p.symbol} {signed_qty(p.quantity)}" for p in positions) or "none"
+        # Protective stops are GTC orders of their own: the core leaves them working.
+        guarded = [p.symbol for p in positions if p.stop_state is not StopState.NONE]
+        bare = [p.symbol for p in positions if p.stop_state is StopState.NONE]
         lines = [
             f"Open positions: {held}",
             f"Working orders: {working}",
             "",
             "On quit: working orders are CANCELLED; positions are LEFT OPEN at the broker.",
+            *(
+                [f"Their protective stops stay at the broker (GTC): {', '.join(guarded)}."]
+                if guarded
+                else []
+            ),
+            *([f"WITHOUT a stop at the broker: {', '.join(bare)}."] if bare else []),
             "To close them first, answer n and press f (flatten).",
         ]
         self._ask(

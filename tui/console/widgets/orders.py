@@ -92,7 +92,9 @@ def order_cells(row: OrderRow, seq: int, tz: tzinfo) -> tuple[Cell, ...]:
         status,
         order_type_text(row),
         str(row.filled),
-        (row.message, "cell--alert") if rejected else row.message,
+        (row.message, "cell--alert")
+        if rejected
+        else ("" if row.queued and row.message == QUEUED else row.message),  # said once
         str(seq),
         row.client_order_id,
     )

@@ -49,9 +49,12 @@ def stop_cell(row: PositionRow) -> Cell:
     if row.stop_state is StopState.NONE:
         return (NO_STOP, "cell--alert") if row.quantity else MISSING
     text = f"{price(row.stop_price)} {STOP_MARKS[row.stop_state]}"
-    if abs(row.stop_quantity) != abs(row.quantity):
-        # A stop for part of the position (or for a flat one) must not happen: say how much.
-        return (f"{text} {abs(row.stop_quantity)}sh", "cell--alert")
+    covered, held = abs(row.stop_quantity), abs(row.quantity)
+    if covered != held:
+        # Say how much it covers. Less than the position happens for a moment while an
+        # exit works (stop and exits never exceed the position); more, or a stop left
+        # for a flat symbol, could open a position of its own.
+        return (f"{text} {covered}sh", "cell--warn" if covered < held else "cell--alert")
     return (text, "cell--positive" if row.stop_state is StopState.RESTING else "cell--warn")
 
 
