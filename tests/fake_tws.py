@@ -337,6 +337,7 @@ class FakeTws:
             if order.is_open and order.tif != "GTC":
                 order.status = "Cancelled"
                 self._tell(order)
+                self._cancel_children(order)
         self.executions.clear()
 
     def deactivate(self, order_id: int, code: int = 0, message: str = "") -> None:

@@ -538,6 +538,53 @@ async def test_gtc_stop_of_an_earlier_session_is_reported_to_a_new_one(
         )
 
 
+async def test_adopted_stop_partly_filled_in_an_earlier_session_finishes_with_todays_fill(
+    tws: FakeTws, clock: SimClock
+) -> None:
+    first, first_listener = make_broker(tws.port, clock)
+    async with running(first):
+        first.place_order(make_order("TC-TEST-0042-SL", STP, stop=185.0, tif=GTC))
+        await wait_until(lambda: first_listener.statuses)
+        tws.fill(tws.order(order_ref="TC-TEST-0042-SL").order_id, 30, 184.0)
+        await wait_until(lambda: first_listener.fills)
+    tws.new_day()  # yesterday's execution is no longer reported
+    second, listener = make_broker(tws.port, clock)
+    async with running(second):
+        state = second.order_states()["TC-TEST-0042-SL"]
+        assert (state.quantity, state.filled_quantity) == (100, 30)
+        assert state.status is OrderStatus.PARTIALLY_FILLED
+        tws.trade("AAPL", 183.0)
+        await wait_until(lambda: listener.fills)
+        assert [f.quantity for f in listener.fills] == [70]
+        await wait_until(
+            lambda: second.order_states()["TC-TEST-0042-SL"].status is OrderStatus.FILLED
+        )
+        await asyncio.sleep(0.05)
+        # Done for the adapter too (30 then + 70 now): nothing more is reported or sent.
+        assert OrderStatus.CANCELLED not in listener.statuses_of("TC-TEST-0042-SL")
+        second.cancel_order("TC-TEST-0042-SL")
+        assert listener.errors[-1][0] == 10147
+        await asyncio.sleep(0.05)
+        assert tws.requests(4) == []
+
+
+async def test_unfilled_day_parent_expiring_takes_its_gtc_children_along(
+    tws: FakeTws, clock: SimClock
+) -> None:
+    first, first_listener = make_broker(tws.port, clock)
+    async with running(first):
+        parent, children = bracket(43)
+        first.place_bracket(parent, children)
+        await wait_until(lambda: first_listener.statuses_of("TC-TEST-0043-TP"))
+    tws.new_day()
+    second, _ = make_broker(tws.port, clock)
+    async with running(second):
+        states = second.order_states()
+        for ref in ("TC-TEST-0043", "TC-TEST-0043-SL", "TC-TEST-0043-TP"):
+            assert ref not in states or not states[ref].status.is_working
+        assert all(not o.is_open for o in tws.orders)
+
+
 async def test_inactive_order_is_rejected_and_cancelled_for_safety(
     tws: FakeTws, clock: SimClock
 ) -> None:

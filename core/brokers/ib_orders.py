@@ -417,6 +417,11 @@ class IbOrderTracker:
                 logger.info("open order adopted from IB by orderRef", client_order_id=ref)
         for fill in self._ib.fills():
             self._collect(fill, commission_known=True)
+        for ref in set(self._orders) - known:
+            # Shares filled in an earlier session (IB reports only today's executions)
+            # were booked then: they count as delivered.
+            adopted = self._orders[ref]
+            adopted.filled = max(adopted.filled, round(adopted.trade.orderStatus.filled))
         for client_order_id in known:
             tracked = self._orders[client_order_id]
             if tracked.done or tracked.contract is None:
