@@ -28,6 +28,13 @@ file's bars and the strategy sees them unchanged. Fills:
   decision was made on (same-bar close; optimistic, as the close was already known).
 Bars carry no depth, so their quotes show none and the venue fills any size; order
 latency is zero for bars (there is no time inside a bar for it to mean anything).
+
+Stops and brackets are honoured (the venue's rules: ``core.brokers.replay``). With bars,
+a stop whose price lies inside a bar's range fills at the stop price; one the bar
+opened beyond (gapped through) fills at the bar's open; no spread is charged on either.
+A stop-limit fills so only within its limit, else rests as a limit order. With recorded
+quotes a stop triggers on the quote's last trade price (its mid when it has none) and
+then trades like a market order against that quote.
 """
 
 from __future__ import annotations
@@ -206,7 +213,10 @@ class Backtest:
         latency_ms: float | None = None,
         journal: Journal | None = None,
         bus: EventBus | None = None,
+        bar_seconds: int | None = None,
     ) -> None:
+        """``bar_seconds``: the data are bars of that length, replayed by ``bar_quotes``
+        (stops then fill by the bar rules of the module docstring)."""
         options = options or BacktestOptions()
         self.settings = settings
         self.clock = SimClock(start)
@@ -221,7 +231,9 @@ class Backtest:
                 else options.commission_per_share
             ),
         )
-        self.venue = ReplayVenue(config, self.clock, match_on_arrival=match_on_arrival)
+        self.venue = ReplayVenue(
+            config, self.clock, match_on_arrival=match_on_arrival, bar_seconds=bar_seconds
+        )
         self.bus = bus or EventBus()
         self.system = TradingSystem(
             settings,
@@ -409,6 +421,7 @@ def backtest_for(
             options=options,
             match_on_arrival=options.fill_at is FillAt.CLOSE,
             latency_ms=0.0,
+            bar_seconds=bar_seconds,
             **kwargs,
         )
     else:

@@ -22,9 +22,10 @@ has no session close).
 
 Brackets (``place_bracket``, or ``place_order`` of an order whose ``parent_id`` names a
 working order): the children are acknowledged (Submitted) and held off the book
-until the parent fills; each parent fill makes them work for that many more shares
-(a status "bracket: working N"). A parent cancelled or rejected with nothing filled
-cancels its children; one cancelled after a partial fill leaves them for what filled.
+until the parent fills ("bracket: held until P fills"); each parent fill makes them
+work for that many more shares ("bracket: working N"). A parent cancelled or rejected
+with nothing filled cancels its children; one cancelled after a partial fill leaves
+them for what filled.
 OCA groups (orders sharing ``oca_group``, bracket children included): a member's fill
 of q shares reduces every other working member by q ("OCA: reduced to N"), cancelling
 one left with nothing to fill. These rules are in core.brokers.sim_book, shared with
@@ -297,11 +298,17 @@ class SimOrderDesk:
         order.status = SUBMITTED
         if self._state is not None:
             self._state.record_status(order.client_order_id, "Submitted", order.broker_order_id)
+        message = ""
+        if order.parent_id is not None:  # a bracket child: says whether it works yet
+            if order.held:
+                message = f"bracket: held until {order.parent_id} fills"
+            else:
+                message = f"bracket: working {order.quantity}"
         listener.on_order_status(
-            OrderStatusUpdate(order.client_order_id, SUBMITTED, ts, order.broker_order_id)
+            OrderStatusUpdate(order.client_order_id, SUBMITTED, ts, order.broker_order_id, message)
         )
         if order.held:
-            return  # a bracket child: acknowledged, inactive until its parent fills
+            return  # acknowledged, inactive until its parent fills
         book = self._book_by_symbol[order.symbol]
         self._rest(order, book)
         self.match_arriving_order(book, order, ts)
@@ -654,7 +661,7 @@ class SimOrderDesk:
             for child, now in release_children(children, quantity):
                 if child.status is PENDING_SUBMIT:
                     continue  # it goes on the book when it reaches the venue
-                message = f"bracket: working {child.quantity}, parent filled {order.filled}"
+                message = f"bracket: working {child.quantity}"
                 listener.on_order_status(
                     OrderStatusUpdate(
                         child.client_order_id, SUBMITTED, ts, child.broker_order_id, message
@@ -681,7 +688,7 @@ class SimOrderDesk:
                     )
                     if self._children:
                         self._parent_finished(other, "cancelled", ts)
-                else:
+                elif other.status is not PENDING_SUBMIT:  # else its acknowledgement says
                     message = f"OCA: reduced to {other.quantity}"
                     listener.on_order_status(
                         OrderStatusUpdate(other_id, SUBMITTED, ts, other.broker_order_id, message)
