@@ -370,7 +370,7 @@ class FakeTws:
         self._reject_next_modify = (code, message)
 
     def swallow_next_order(self) -> None:
-        """The next placeOrder is lost on the way (TWS never sees it)."""
+        """The next placeOrder (an order or a modification) is lost on the way."""
         self._swallow_next = True
 
     def refuse_history(self, count: int) -> None:
@@ -805,12 +805,12 @@ class FakeTws:
         #  goodAfterTime, goodTillDate, faGroup, faMethod, faPercentage(41), modelCode,
         #  shortSaleSlot, designatedLocation, exemptCode(45), ocaType(46), ...]
         order_id, symbol = int(f[1]), f[3]
+        if self._swallow_next:
+            self._swallow_next = False
+            return
         existing = self._own_order(s.client_id, order_id)
         if existing is not None and existing.transmitted:
             self._on_modify(s, existing, f)
-            return
-        if self._swallow_next:
-            self._swallow_next = False
             return
         if self._reject_next is not None:
             code, text = self._reject_next

@@ -467,6 +467,33 @@ async def test_modify_of_a_filled_order_is_refused_locally(tws: FakeTws, clock: 
         assert tws.modifications == []
 
 
+async def test_unanswered_modification_holds_the_next_only_for_a_while(
+    tws: FakeTws, clock: SimClock
+) -> None:
+    broker, listener = make_broker(tws.port, clock)
+    async with running(broker):
+        stop = make_order("TC-TEST-0036-SL", STP, stop=185.0, tif=GTC)
+        broker.place_order(stop)
+        await wait_until(lambda: listener.statuses_of(stop.client_order_id))
+        tws.swallow_next_order()  # the modification is lost on the way
+        stop.quantity = 60
+        broker.modify_order(stop)
+        await wait_until(lambda: len(tws.requests(3)) == 2)
+        stop.quantity = 50
+        broker.modify_order(stop)  # too soon: the first may still be answered
+        await wait_until(lambda: listener.errors)
+        assert listener.errors[-1][0] == 2102 and listener.errors[-1][2] == stop.client_order_id
+        clock.advance(4.0)  # no answer within MODIFY_ANSWER_SECONDS: taken as lost
+        tws.reject_next_modify(201, "Order rejected - reason:try later")
+        broker.modify_order(stop)  # sent; refused: the order is what IB has, the lost 60 too
+        await wait_until(lambda: listener.errors[-1][0] == 201)
+        assert broker.order_states()[stop.client_order_id].quantity == 100
+        broker.modify_order(stop)
+        await wait_until(lambda: any(u.message == "modified" for u in listener.statuses))
+        assert tws.order(order_ref=stop.client_order_id).quantity == 50
+        assert broker.order_states()[stop.client_order_id].quantity == 50
+
+
 @pytest.mark.parametrize("outage", ["socket drop", "1100"])
 async def test_modify_while_disconnected_is_refused_then_works_after_reconnect(
     tws: FakeTws, clock: SimClock, outage: str

@@ -24,15 +24,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ib_async import Order as IbOrder
 from ib_async.util import UNSET_DOUBLE
 
 from core.brokers.ib_errors import ORDER_CANCELLED
-from core.model import BrokerOrderState, Order, OrderStatus, OrderType, Side, TimeInForce
+from core.model import (
+    BrokerOrderState,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
 
 OCA_REDUCE_WITH_BLOCK = 2  # see the module docstring
+# A modification TWS has not answered within this long is taken as lost: the next one
+# goes (before, it is refused with 2102). Below the core's 5 s wait for an answer, so
+# the core's next try after that wait is sent.
+MODIFY_ANSWER_SECONDS = 4.0
 
 # IB statuses that mean "working" and "finished without a (full) fill".
 ACKNOWLEDGED = frozenset({"PreSubmitted", "Submitted"})
@@ -168,6 +181,7 @@ class PendingModify:
     old_fields: tuple[Any, Any, Any, Any]  # IB's totalQuantity, lmtPrice, auxPrice, parentId
     old_status: str
     old_quantity: int
+    sent_at: float  # on the clock's monotonic time
 
     def acknowledged_by(self, trade: Any, *, echoed: bool) -> bool:
         """Whether an IB message about the order (working) says the change is applied."""
@@ -294,4 +308,25 @@ def broker_state_of(ref: str, trade: Any) -> BrokerOrderState:
         stop_price=ib_price(o.auxPrice) if order_type.is_stop else None,
         limit_price=ib_price(o.lmtPrice) if order_type.has_limit else None,
         tif=tif_of(o.tif),
+    )
+
+
+def fill_of(ib_fill: Any, client_order_id: str, now: datetime) -> Fill:
+    """Our Fill for an ib_async Fill (execution and commission report)."""
+    execution = ib_fill.execution
+    report = ib_fill.commissionReport
+    ts = execution.time
+    # The execution's own time (IB's clock) keeps a fill on the right trading day
+    # when it is replayed after a reconnect or a restart.
+    if not isinstance(ts, datetime) or ts.tzinfo is None:
+        ts = now
+    return Fill(
+        exec_id=execution.execId,
+        client_order_id=client_order_id,
+        symbol=ib_fill.contract.symbol,
+        side=FILL_SIDES.get(execution.side, Side.BUY),
+        quantity=round(execution.shares),
+        price=float(execution.price),
+        commission=float(report.commission) if report.execId == execution.execId else 0.0,
+        ts=ts,
     )

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from ib_async import Order as IbOrder
@@ -43,12 +42,13 @@ from core.brokers.ib_errors import (
 from core.brokers.ib_order_fields import (
     ACKNOWLEDGED,
     CANCELLED,
-    FILL_SIDES,
     IB_DONE,
+    MODIFY_ANSWER_SECONDS,
     PendingModify,
     TrackedOrder,
     broker_order_id,
     broker_state_of,
+    fill_of,
     ib_order_of,
     map_ib_status,
     price_problem,
@@ -60,7 +60,6 @@ from core.model import (
     Order,
     OrderStatus,
     OrderStatusUpdate,
-    Side,
 )
 
 __all__ = ["IbOrderTracker", "broker_order_id", "map_ib_status"]
@@ -190,10 +189,13 @@ class IbOrderTracker:
             )
             return
         if tracked.modify is not None:
-            self._refuse_later(
-                MODIFY_IN_PROGRESS, client_order_id, "an earlier change is still unanswered"
-            )
-            return
+            if self._clock.monotonic() - tracked.modify.sent_at < MODIFY_ANSWER_SECONDS:
+                self._refuse_later(
+                    MODIFY_IN_PROGRESS, client_order_id, "an earlier change is still unanswered"
+                )
+                return
+            logger.warning("modification never answered by IB", client_order_id=client_order_id)
+            tracked.undo_modify()
         problem = price_problem(order)
         if problem is not None:
             self._refuse_later(ORDER_NOT_FOUND, client_order_id, problem)
@@ -206,6 +208,7 @@ class IbOrderTracker:
             (ib_order.totalQuantity, ib_order.lmtPrice, ib_order.auxPrice, ib_order.parentId),
             trade.orderStatus.status,
             tracked.quantity,
+            self._clock.monotonic(),
         )
         ib_order.totalQuantity = order.quantity
         if pending.limit_price is not None:
@@ -511,7 +514,7 @@ class IbOrderTracker:
                 execution.orderRef and execution.clientId == client_id
             )
             if ours:
-                fills.append(self._fill_of(ib_fill, execution.orderRef))
+                fills.append(fill_of(ib_fill, execution.orderRef, self._clock.now()))
         return sorted(fills, key=lambda f: f.ts)
 
     # ------------------------------------------------------------- helpers
@@ -546,25 +549,6 @@ class IbOrderTracker:
             )
         )
 
-    def _fill_of(self, ib_fill: Any, client_order_id: str) -> Fill:
-        execution = ib_fill.execution
-        report = ib_fill.commissionReport
-        ts = execution.time
-        # The execution's own time (IB's clock) keeps a fill on the right trading day
-        # when it is replayed after a reconnect or a restart.
-        if not isinstance(ts, datetime) or ts.tzinfo is None:
-            ts = self._clock.now()
-        return Fill(
-            exec_id=execution.execId,
-            client_order_id=client_order_id,
-            symbol=ib_fill.contract.symbol,
-            side=FILL_SIDES.get(execution.side, Side.BUY),
-            quantity=round(execution.shares),
-            price=float(execution.price),
-            commission=float(report.commission) if report.execId == execution.execId else 0.0,
-            ts=ts,
-        )
-
     def _collect(self, ib_fill: Any, *, commission_known: bool) -> None:
         execution = ib_fill.execution
         exec_id = execution.execId
@@ -576,7 +560,7 @@ class IbOrderTracker:
             # Not ours (manual TWS trade, another client): reconciliation reports the difference.
             logger.info("execution of an order not placed by this session ignored", exec_id=exec_id)
             return
-        fill = self._fill_of(ib_fill, client_order_id)
+        fill = fill_of(ib_fill, client_order_id, self._clock.now())
         if commission_known or ib_fill.commissionReport.execId == exec_id:
             self._deliver(fill, fill.commission)
         else:
