@@ -48,10 +48,15 @@ modifying_orders.html; message codes from message_codes.html):
 - placeOrder with the orderId of an open order of the same client modifies it (size,
   prices, tif), answered with openOrder + orderStatus. Refused, the order works as
   before: a filled one 104, a finished one 103, another action or contract 105,
-  another order type 329, another OCA group 201, a ``parentId`` naming a parent that
-  is no longer open 135.
+  another order type 329, another OCA group 201 "OCA group revision is not allowed"
+  (reported against IB by nautilus_trader issue 2978), a ``parentId`` naming a parent
+  that is no longer open 135 "Can't find order with id" (ib_insync issue 647: a
+  bracket child modified after its parent filled).
 - Orders outlive their client's connection (a console restart): reqOpenOrders gives a
-  client back its open orders of earlier sessions with orderRef, type, prices, tif.
+  client back its open orders of earlier sessions with orderRef, type, prices, tif
+  (only that client id: reqAllOpenOrders lists everyone's). ``new_day()`` expires DAY
+  orders and forgets the executions reqExecutions reports.
+- ``tws.modifications`` lists every modification received (orderId, fields).
 """
 
 from __future__ import annotations
