@@ -15,9 +15,9 @@ OCA type 2, "reduce remaining orders with block" (``OCA_REDUCE_WITH_BLOCK``): a
 exceeds the position. Type 1 ("cancel with block") would cancel the take-profit on
 the stop's first partial fill, or the stop on the take-profit's (30 of 100 filled
 would leave the other 70 without their stop). "With block" is IB's overfill
-protection (the group's orders cannot execute at once); type 3 ("reduce, no block")
-would let a stop and a take-profit racing in a fast market both fill and flip the
-position.
+protection: only one order of the group is routed at a time; type 3 ("reduce, no
+block") would let a stop and a take-profit racing in a fast market both fill and
+flip the position.
 """
 
 from __future__ import annotations
@@ -222,7 +222,6 @@ class TrackedOrder:
     tif: TimeInForce = TimeInForce.DAY
     limit_price: float | None = None
     stop_price: float | None = None
-    parent_ref: str | None = None  # a bracket child's parent (client order id)
     trade: Any = None  # ib_async Trade of the current connection
     ib_order_id: int = 0
     perm_id: int = 0
@@ -251,7 +250,6 @@ class TrackedOrder:
             order.tif,
             order.limit_price,
             order.stop_price,
-            order.parent_id,
         )
 
     def modified(self) -> None:
