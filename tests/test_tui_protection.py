@@ -155,7 +155,7 @@ async def test_positions_show_each_stop_and_whether_it_rests_at_the_broker(
         # is scrolled away or another pane is zoomed.
         pane = app.query_one(PositionsPane)
         assert pane.border_title == "3 Positions - 1 NO STOP"
-        assert pane.has_class("-unprotected")
+        assert pane.has_class("-alarm")
         assert "3 Positions - 1 NO STOP" in pane_lines(app, "positions")[0]
 
 
@@ -203,7 +203,7 @@ async def test_a_stop_placed_then_acknowledged_rewrites_only_its_cells(tmp_path:
         assert cell(app, "positions-table", "AAPL", "stop") == "180.00 …"
         assert t.cell_writes == writes + 2  # the stop and the symbol's mark, nothing else
         assert pane.border_title == "3 Positions"
-        assert not pane.has_class("-unprotected")
+        assert not pane.has_class("-alarm")
 
         fake.positions = (
             position("AAPL", 10, 180.0, StopState.RESTING),
@@ -385,7 +385,7 @@ async def test_an_exit_queued_while_disconnected_says_so(tmp_path: Path) -> None
         assert cell(app, t, "q1", "status") == "Working"
         assert style_of(app, t, "q1", "status") == component(app, t, "cell--warn")
         assert pane.border_title == "4 Orders"
-        assert not pane.has_class("-queued")
+        assert not pane.has_class("-alarm")
 
 
 async def test_the_status_column_gives_its_width_back_after_a_queued_exit(
@@ -591,3 +591,28 @@ async def test_quit_says_which_positions_keep_a_stop_at_the_broker(tmp_path: Pat
         assert "WITHOUT a stop at the broker: SPY." in body
         assert "TSLA" not in body  # flat
         await pilot.press("n")
+
+
+async def test_a_narrow_terminal_marks_the_tab_of_a_pane_that_needs_the_operator(
+    tmp_path: Path,
+) -> None:
+    # One pane at a time: whichever shows, the tabs say where an unprotected position
+    # or a queued exit is.
+    fake = FakeBackend(tmp_path)
+    fake.positions = PROTECTED
+    fake.orders = (order("q1", side=Side.SELL, queued=True), *ORDERS)
+    async with fake_console(tmp_path, fake, size=(80, 24)) as (app, pilot, _):
+        await show(app, pilot)
+        assert app.screen.has_class("-narrow") and app.panes[1].display  # quotes shown
+        tabs = screen_lines(app)[2]
+        assert "3 Positions!" in tabs and "4 Orders!" in tabs, tabs
+        assert "1 Quotes " in tabs and "6 Alerts" in tabs and "Alerts!" not in tabs, tabs
+        assert app.query_one("#tab-positions").has_class("-alarm")
+
+        fake.positions = (position("SPY", 20, 75.0, StopState.PENDING),)
+        fake.orders = ORDERS
+        await show(app, pilot)
+        await pilot.pause()
+        tabs = screen_lines(app)[2]
+        assert "!" not in tabs, tabs
+        assert not app.query_one("#tab-positions").has_class("-alarm")

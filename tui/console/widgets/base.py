@@ -73,6 +73,17 @@ class Pane(Vertical):
     def update_snapshot(self, snapshot: SystemSnapshot) -> None:
         raise NotImplementedError
 
+    def set_alarm(self, note: str) -> None:
+        """Say what needs the operator in the pane's title ("3 Positions - 1 NO STOP"),
+        and mark its tab, which is all a narrow terminal shows of the other panes.
+        An empty note clears both. Panes call it only when the note changes."""
+        base = f"{self.number} {self.title}"
+        self.border_title = f"{base} - {note}" if note else base
+        self.set_class(bool(note), "-alarm")
+        for tab in self.app.query(f"#tab-{self.id}").results(Label):
+            tab.update(f"{base}!" if note else base)
+            tab.set_class(bool(note), "-alarm")
+
     def focus_target(self) -> Widget:
         """The widget a number key focuses (the pane's table, usually)."""
         return self

@@ -152,6 +152,4 @@ class OrdersPane(Pane):
         queued = sum(1 for row in rows if row.queued)
         if queued != self.queued:
             self.queued = queued
-            title = f"{self.number} {self.title}"
-            self.border_title = f"{title} - {queued} {QUEUED.lower()}" if queued else title
-            self.set_class(bool(queued), "-queued")
+            self.set_alarm(f"{queued} {QUEUED.lower()}" if queued else "")

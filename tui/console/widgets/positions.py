@@ -106,6 +106,4 @@ class PositionsPane(Pane):
         count = sum(1 for row in rows if unprotected(row))
         if count != self.unprotected:
             self.unprotected = count
-            title = f"{self.number} {self.title}"
-            self.border_title = f"{title} - {count} {NO_STOP}" if count else title
-            self.set_class(bool(count), "-unprotected")
+            self.set_alarm(f"{count} {NO_STOP}" if count else "")
