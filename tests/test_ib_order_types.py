@@ -292,6 +292,10 @@ async def test_partial_parent_fill_sizes_the_children_to_it(tws: FakeTws, clock:
         tws.fill(parent_id, 20, 185.0)  # the children follow each fill
         await wait_until(lambda: broker.order_states()["TC-TEST-0023-SL"].quantity == 60)
         assert broker.order_states()["TC-TEST-0023-TP"].quantity == 60
+        # Each change of size is told as the sim venue tells it.
+        for ref in ("TC-TEST-0023-SL", "TC-TEST-0023-TP"):
+            told = [u.message for u in listener.statuses if u.client_order_id == ref]
+            assert told[-2:] == ["bracket: working 40", "bracket: working 60"]
 
 
 async def test_take_profit_partial_fill_reduces_the_stop_oca_type_2(
@@ -309,6 +313,9 @@ async def test_take_profit_partial_fill_reduces_the_stop_oca_type_2(
         await wait_until(lambda: broker.order_states()["TC-TEST-0024-SL"].quantity == 70)
         assert tws.order(order_ref="TC-TEST-0024-SL").status == "PreSubmitted"
         assert OrderStatus.CANCELLED not in listener.statuses_of("TC-TEST-0024-SL")
+        await wait_until(lambda: listener.statuses[-1].message == "OCA: reduced to 70")
+        assert listener.statuses[-1].client_order_id == "TC-TEST-0024-SL"
+        assert listener.statuses[-1].status is OrderStatus.SUBMITTED
 
 
 async def test_stop_child_filling_a_partial_parent_finishes_it_and_cancels_the_take_profit(

@@ -23,6 +23,7 @@ flip the position.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -142,6 +143,25 @@ def ib_order_of(order: Order, account: str) -> IbOrder:
     return ib_order
 
 
+def bracket_ib_orders(orders: Sequence[Order], ids: Sequence[int], account: str) -> list[IbOrder]:
+    """The IB orders of a bracket (parent first) with their orderIds ``ids``: the
+    children name the parent in ``parentId``; only the last one transmits."""
+    parent = orders[0]
+    ib_orders = []
+    for n, (order, order_id) in enumerate(zip(orders, ids, strict=True)):
+        if n and order.parent_id != parent.client_order_id:
+            raise ValueError(
+                f"bracket child {order.client_order_id} names parent {order.parent_id!r}, "
+                f"not {parent.client_order_id}"
+            )
+        ib_order = ib_order_of(order, account)
+        ib_order.orderId = order_id
+        ib_order.parentId = ids[0] if n else 0
+        ib_order.transmit = n == len(orders) - 1  # the last one sends them all
+        ib_orders.append(ib_order)
+    return ib_orders
+
+
 def filled_of(trade: Any) -> int:
     """Shares IB reports filled for an order, whichever of its records knows best."""
     candidates = [trade.orderStatus.filled, sum(f.execution.shares for f in trade.fills)]
@@ -230,6 +250,7 @@ class TrackedOrder:
     cancel_requested: bool = False
     modify: PendingModify | None = None
     quiet: bool = False  # finished, and cancelled once more for safety: IB's answer is no news
+    ib_quantity: int = -1  # the size IB last said it works (-1: not heard yet)
 
     @property
     def done(self) -> bool:
@@ -256,7 +277,7 @@ class TrackedOrder:
         """IB has applied the pending modification."""
         pending, self.modify = self.modify, None
         assert pending is not None
-        self.quantity = pending.quantity
+        self.quantity = self.ib_quantity = pending.quantity
         if pending.limit_price is not None:
             self.limit_price = pending.limit_price
         if pending.stop_price is not None:

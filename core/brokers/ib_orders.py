@@ -7,14 +7,13 @@ The tracker outlives connections: ib_async forgets its trades on disconnect,
 so after a reconnect open orders are re-adopted by orderRef (never re-sent)
 and executions missed meanwhile are delivered, each exactly once.
 
-Modification (``modify``) sends the very IB order again (same orderId, same OCA
-group: IB refuses an OCA group revision) with the new size and prices. TWS answers
-with an openOrder / orderStatus echo, reported once as SUBMITTED "modified"; an
-error meanwhile (or a warning that means "not applied": 105, 110, 321, 329, 2102) is
-reported through ``on_broker_error`` with the client order id, and the order keeps
-working as it was (ib_async marks the trade cancelled on such an error; that is
-undone). A child whose parent has finished goes without ``parentId``: IB answers
-135 "Can't find order with id" for a parent it no longer works.
+Modification (``modify``) sends the very IB order again (same orderId and OCA group:
+IB refuses an OCA group revision) with the new size and prices. TWS's openOrder /
+orderStatus echo is reported once as SUBMITTED "modified"; an error meanwhile (or a
+warning meaning "not applied": 105, 110, 321, 329, 2102) goes to ``on_broker_error``
+with the client order id and the order works as before (ib_async's marking the trade
+cancelled is undone). A child whose parent has finished goes without ``parentId``
+(IB answers 135 "Can't find order with id" for a parent it no longer works).
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ from core.brokers.ib_order_fields import (
     MODIFY_ANSWER_SECONDS,
     PendingModify,
     TrackedOrder,
+    bracket_ib_orders,
     broker_order_id,
     broker_state_of,
     fill_of,
@@ -103,12 +103,6 @@ class IbOrderTracker:
     def place_bracket(self, parent: Order, children: Sequence[Order], contract: Any) -> None:
         """Parent and children as one bracket (see the module docstring)."""
         orders = [parent, *children]
-        for child in children:
-            if child.parent_id != parent.client_order_id:
-                raise ValueError(
-                    f"bracket child {child.client_order_id} names parent {child.parent_id!r}, "
-                    f"not {parent.client_order_id}"
-                )
         problems = [f"{o.client_order_id}: {p}" for o in orders if (p := price_problem(o))]
         if problems:
             for order in orders:
@@ -120,13 +114,7 @@ class IbOrderTracker:
             for order in orders:
                 self.reject_now(order, "not connected to TWS: bracket not sent", NOT_CONNECTED)
             return
-        ib_orders = []
-        for n, (order, order_id) in enumerate(zip(orders, ids, strict=True)):
-            ib_order = ib_order_of(order, self.account)
-            ib_order.orderId = order_id
-            ib_order.parentId = ids[0] if n else 0
-            ib_order.transmit = n == len(orders) - 1  # the last one sends them all
-            ib_orders.append(ib_order)
+        ib_orders = bracket_ib_orders(orders, ids, self.account)
         for n, (order, ib_order) in enumerate(zip(orders, ib_orders, strict=True)):
             if self._send(order, contract, ib_order):
                 continue
@@ -298,6 +286,40 @@ class IbOrderTracker:
         self._note_ids(tracked, trade)
         if tracked.modify is not None:
             self._check_modify(tracked, trade, echoed=True)
+        size = round(trade.order.totalQuantity)
+        if tracked.ib_quantity < 0 or tracked.modify is not None:
+            tracked.ib_quantity = size if tracked.ib_quantity < 0 else tracked.ib_quantity
+        elif size != tracked.ib_quantity and not tracked.done:
+            tracked.ib_quantity = size
+            self._report_resized(tracked, trade, size)
+
+    def _report_resized(self, tracked: TrackedOrder, trade: Any, size: int) -> None:
+        """IB changed the size it works (a bracket child released by its parent's fill,
+        an OCA member reduced by another's): a SUBMITTED update saying so, worded as
+        the sim venue words it."""
+        group = trade.order.ocaGroup
+        sibling_filled = group and any(
+            t.filled and t.trade is not None and t.trade.order.ocaGroup == group
+            for t in self._orders.values()
+            if t is not tracked
+        )
+        if sibling_filled:
+            self._submitted(tracked, f"OCA: reduced to {size}")
+        elif trade.order.parentId:
+            self._submitted(tracked, f"bracket: working {size}")
+        else:
+            self._submitted(tracked, f"IB works {size} shares")
+
+    def _submitted(self, tracked: TrackedOrder, message: str) -> None:
+        self._listener().on_order_status(
+            OrderStatusUpdate(
+                tracked.client_order_id,
+                OrderStatus.SUBMITTED,
+                self._clock.now(),
+                broker_order_id(tracked.ib_order_id, tracked.perm_id),
+                message,
+            )
+        )
 
     def on_error(self, req_id: int, code: int, message: str) -> bool:
         """An error about one of our orders; returns False when it is not about an order."""
@@ -369,15 +391,7 @@ class IbOrderTracker:
         if pending.acknowledged_by(trade, echoed=echoed):
             tracked.modified()
             logger.info("order modified at IB", client_order_id=tracked.client_order_id)
-            self._listener().on_order_status(
-                OrderStatusUpdate(
-                    tracked.client_order_id,
-                    OrderStatus.SUBMITTED,
-                    self._clock.now(),
-                    broker_order_id(tracked.ib_order_id, tracked.perm_id),
-                    "modified",
-                )
-            )
+            self._submitted(tracked, "modified")
 
     def _cancel_for_safety(self, tracked: TrackedOrder) -> None:
         tracked.quiet = True
