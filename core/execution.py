@@ -72,8 +72,10 @@ _NOTHING_NEW_WHEN_FINISHED = _FILL_STATUSES | {OrderStatus.SUBMITTED}
 # A finished order dropped from memory is remembered by one byte: its final status.
 _RETIRED_CODE = {OrderStatus.FILLED: 1, OrderStatus.CANCELLED: 2, OrderStatus.REJECTED: 3}
 _RETIRED_STATUS = {code: status for status, code in _RETIRED_CODE.items()}
-# What a queued exit says while the broker is disconnected (the console shows it).
+# What a held exit says: while the broker is disconnected (the console shows it), or
+# while the position's stop is being made smaller for it.
 QUEUED_DISCONNECTED = "Queued (disconnected)"
+WAITING_FOR_STOP = "waiting for the stop to give way"
 # Finished orders kept as objects when the system has a journal that holds them all:
 # the console shows the latest 200, and a late broker report finds its order.
 ORDER_HISTORY = 1_000
@@ -226,26 +228,34 @@ class ExecutionEngine:
         signed_position = position if intent.side is BUY else -position
         reduce_only = signed_position < 0 and quantity <= abs(position)
         order = self._new_order(intent, quantity, reduce_only)
-        self._working[order.symbol] = order.client_order_id
+        symbol = order.symbol
+        self._working[symbol] = order.client_order_id
         if not self._broker.connected and reduce_only:
             # Risk let it through (it only reduces); the broker cannot take it now.
-            order.last_message = QUEUED_DISCONNECTED
-            self.held[order.client_order_id] = order
-            self._bus.publish(OrderUpdated(order.snapshot(), order.created_at))
+            self._hold(order, QUEUED_DISCONNECTED)
             logger.warning(
                 "exit queued until the broker is back: {side} {qty} {symbol}",
                 side=str(order.side),
                 qty=order.quantity,
-                symbol=order.symbol,
+                symbol=symbol,
                 client_order_id=order.client_order_id,
             )
             return order
-        self._queue_for_sending((order,))
         if position and order.side is (SELL if position > 0 else BUY):
-            # An exit: the stop gives way first (resized now, before the exit leaves),
-            # so the two never close more than the position.
-            self.protection.sync(order.symbol)
+            # An exit: the position's stop gives way first, and the exit leaves once the
+            # broker has confirmed it, so stop and exit can never both fill in full.
+            self.protection.sync(symbol)
+            if self.protection.must_give_way(symbol, self.closing_quantity(symbol)):
+                self._hold(order, WAITING_FOR_STOP)
+                return order
+        self._queue_for_sending((order,))
         return order
+
+    def _hold(self, order: Order, why: str) -> None:
+        order.last_message = why
+        self.held[order.client_order_id] = order
+        self.changes += 1
+        self._bus.publish(OrderUpdated(order.snapshot(), self._clock.now()))
 
     def _new_order(
         self,
@@ -344,6 +354,14 @@ class ExecutionEngine:
     @property
     def connected(self) -> bool:
         return self._broker.connected
+
+    def is_unsent(self, client_order_id: str) -> bool:
+        return client_order_id in self._unsent
+
+    def stop_settled(self, symbol: str) -> None:
+        """The broker answered a change to ``symbol``'s stop: a held exit may go now."""
+        if self.held:
+            self.release_ready(symbol)
 
     def closing_quantity(self, symbol: str) -> int:
         working_id = self._working.get(symbol)
@@ -531,29 +549,41 @@ class ExecutionEngine:
         """The broker is back and reconciled: send each exit queued meanwhile, re-sized to
         the position now (never more than it), or drop it when nothing is left to close.
         Then the protective stops are looked at again. Returns how many were sent."""
-        sent = 0
-        for client_order_id, order in list(self.held.items()):
-            del self.held[client_order_id]
-            symbol = order.symbol
-            position = self._portfolio.quantity(symbol)
-            target = self._targets.get(symbol)
-            closing = SELL if position > 0 else BUY
-            wanted = order.quantity if target is None else abs(position - target.quantity)
-            if target is not None and (target.quantity - position > 0) != (closing is BUY):
-                wanted = 0  # the target is now on the other side of the position
-            quantity = min(wanted, abs(position))
-            if position == 0 or order.side is not closing or quantity <= 0:
-                self._finish(order, CANCELLED, "not needed after reconnect")
-                continue
-            if quantity != order.quantity:
-                order.quantity = quantity
-            order.last_message = "sent after reconnect"
-            self.changes += 1
-            self._queue_for_sending((order,))
-            self.protection.sync(symbol)
-            sent += 1
+        sent = sum(self.release_ready(order.symbol) for order in list(self.held.values()))
         self.protection.sync_all()
         return sent
+
+    def release_ready(self, symbol: str) -> bool:
+        """Send ``symbol``'s held exit if it can go now (connected, the stop out of its
+        way), re-sized to the position; True when it was sent."""
+        working_id = self._working.get(symbol)
+        order = None if working_id is None else self.held.get(working_id)
+        if order is None or not self._broker.connected:
+            return False
+        position = self._portfolio.quantity(symbol)
+        target = self._targets.get(symbol)
+        closing = SELL if position > 0 else BUY
+        wanted = order.quantity if target is None else abs(position - target.quantity)
+        if target is not None and (target.quantity - position > 0) != (closing is BUY):
+            wanted = 0  # the target is now on the other side of the position
+        quantity = min(wanted, abs(position))
+        if position == 0 or order.side is not closing or quantity <= 0:
+            del self.held[order.client_order_id]
+            self._finish(order, CANCELLED, "not needed any more")
+            return False
+        if quantity != order.quantity:
+            order.quantity = quantity
+            self.changes += 1
+        self.protection.sync(symbol)
+        if self.protection.must_give_way(symbol, self.closing_quantity(symbol)):
+            if order.last_message != WAITING_FOR_STOP:
+                self._hold(order, WAITING_FOR_STOP)
+            return False
+        del self.held[order.client_order_id]
+        order.last_message = "sent after the stop gave way"
+        self.changes += 1
+        self._queue_for_sending((order,))
+        return True
 
     def clear_targets(self) -> None:
         """Forget desired positions (on halt) so nothing is re-sent by itself on resume."""

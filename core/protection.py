@@ -81,6 +81,14 @@ class StopDesk(Protocol):
 
     def cancel(self, client_order_id: str, reason: str) -> None: ...
 
+    def stop_settled(self, symbol: str) -> None:
+        """The broker answered a change to ``symbol``'s stop (or it finished)."""
+        ...
+
+    def is_unsent(self, client_order_id: str) -> bool:
+        """Still queued for the sender: not at the broker yet."""
+        ...
+
 
 @dataclass(slots=True)
 class StopPlan:
@@ -208,11 +216,37 @@ class ProtectiveStops:
             if plan is not None:
                 plan.blocked_until = self._clock.now() + REJECT_BACKOFF
         self.sync(order.symbol)
+        self._settled(order.symbol)
 
     def on_answer(self, order: Order) -> None:
         """The broker answered a change (acknowledged, or refused it): look again."""
         if self._changing.pop(order.client_order_id, None) is not None:
             self.sync(order.symbol)
+        self._settled(order.symbol)
+
+    def _settled(self, symbol: str) -> None:
+        desk = self._desk
+        if desk is not None:
+            desk.stop_settled(symbol)
+
+    def must_give_way(self, symbol: str, closing: int) -> bool:
+        """Whether an exit closing ``closing`` shares must wait: the symbol's stop or
+        take-profit at the broker could still close more than the rest of the position,
+        or a change to it is unanswered. ``sync`` has asked for the change already."""
+        room = abs(self._portfolio.quantity(symbol)) - closing
+        desk = self._desk
+        for order in (self.stops.get(symbol), self.take_profits.get(symbol)):
+            if order is None or not order.is_working:
+                continue
+            if order.status is PENDING_CANCEL or order.client_order_id in self._changing:
+                return True
+            if order.status is PENDING_SUBMIT and not (
+                desk and desk.is_unsent(order.client_order_id)
+            ):
+                return True  # at the broker, not acknowledged yet
+            if order.remaining > max(room, 0):
+                return True
+        return False
 
     # ------------------------------------------------------------- the rule
     def sync_all(self, symbols: Iterable[str] = ()) -> None:

@@ -28,7 +28,7 @@ from core.brokers.base import Broker
 from core.bus import EventBus
 from core.clock import Clock
 from core.events import BarClosed
-from core.execution import ExecutionEngine
+from core.execution import QUEUED_DISCONNECTED, ExecutionEngine
 from core.marketdata import MarketDataFeed
 from core.model import Alert, Order, OrderStatus, Position, TradingMode
 from core.portfolio import Portfolio
@@ -203,7 +203,7 @@ class SnapshotBuilder:
                 stop_price=o.stop_price,
                 tif=o.tif,
                 role=o.role,
-                queued=o.client_order_id in held,
+                queued=o.client_order_id in held and o.last_message == QUEUED_DISCONNECTED,
             )
             for o in newest
         )

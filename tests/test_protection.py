@@ -1,0 +1,313 @@
+"""Protective stops at the broker, brackets and exits kept while disconnected.
+
+The real TradingSystem against the real simulated venue on an injected clock; what
+the venue holds (its order states and positions) is the evidence, not the engine's
+own books.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from core.backend import StopState
+from core.brokers.sim import SimVenue
+from core.bus import EventBus
+from core.config import Settings
+from core.execution import QUEUED_DISCONNECTED
+from core.model import (
+    BrokerOrderState,
+    OrderIntent,
+    OrderRole,
+    OrderStatus,
+    OrderType,
+    Side,
+    TargetPosition,
+    TimeInForce,
+    TradingState,
+    role_of_order_id,
+)
+from core.simulation import run_simulated
+from storage.database import Database
+from storage.recorder import Recorder
+from tests.helpers import SimRig, build_rig, settings
+
+
+async def run(rig: SimRig, seconds: float) -> None:
+    await run_simulated(rig.system, rig.venue, rig.clock, timedelta(seconds=seconds))
+
+
+def working_at_venue(venue: SimVenue, symbol: str, role: OrderRole) -> list[BrokerOrderState]:
+    return [
+        state
+        for cid, state in venue.order_states().items()
+        if state.symbol == symbol and role_of_order_id(cid) is role and state.status.is_working
+    ]
+
+
+def only_stop(venue: SimVenue, symbol: str) -> BrokerOrderState:
+    stops = working_at_venue(venue, symbol, OrderRole.STOP_LOSS)
+    assert len(stops) == 1, stops
+    return stops[0]
+
+
+def assert_never_over_covered(venue: SimVenue, symbol: str) -> None:
+    """Stops and exits working at the venue never close more than the position."""
+    position = venue.positions().get(symbol, 0)
+    closing_side = Side.SELL if position > 0 else Side.BUY
+    closing = sum(
+        s.quantity - s.filled_quantity
+        for s in venue.order_states().values()
+        if s.symbol == symbol
+        and s.status.is_working
+        and s.side is closing_side
+        and s.status is not OrderStatus.PENDING_SUBMIT
+    )
+    assert closing <= abs(position) or position == 0, (closing, position)
+
+
+# Limits wide enough that risk never clamps the test's orders.
+ROOMY = {
+    "symbols": "AAPL",
+    "sim_seed": 3,
+    "max_position_size": 1_000_000,
+    "max_order_notional": 1_000_000,
+}
+
+
+@pytest.fixture
+def protected(tmp_path: Path) -> Settings:
+    return settings(tmp_path, protective_stop_pct=2.0, **ROOMY)
+
+
+async def started(s: Settings) -> SimRig:
+    rig = build_rig(s)
+    await rig.system.start(drive_broker=False)
+    await run(rig, 2)
+    return rig
+
+
+async def test_a_position_gets_one_gtc_stop_at_the_broker_priced_from_its_cost(
+    protected: Settings,
+) -> None:
+    rig = await started(protected)
+    rig.system.execution.on_target(TargetPosition("AAPL", 100, "entry"))
+    await run(rig, 2)
+    assert rig.venue.positions() == {"AAPL": 100}
+    stop = only_stop(rig.venue, "AAPL")
+    cost = rig.system.portfolio.positions["AAPL"].avg_cost
+    assert stop.side is Side.SELL and stop.quantity == 100
+    assert stop.order_type is OrderType.STOP and stop.tif is TimeInForce.GTC
+    assert stop.stop_price == math.floor(cost * 0.98 * 100) / 100
+    row = next(p for p in rig.system.snapshot().positions if p.symbol == "AAPL")
+    assert row.stop_state is StopState.RESTING and row.stop_price == stop.stop_price
+    await rig.system.stop("test")
+
+
+async def test_the_stop_follows_the_position_and_goes_when_it_is_flat(
+    protected: Settings,
+) -> None:
+    rig = await started(protected)
+    ex = rig.system.execution
+    ex.on_target(TargetPosition("AAPL", 100, "entry"))
+    await run(rig, 2)
+    first = only_stop(rig.venue, "AAPL")
+    for target in (150, 40):
+        ex.on_target(TargetPosition("AAPL", target, "resize"))
+        for _ in range(8):  # every quarter second: never more closing than held
+            await run(rig, 0.25)
+            assert_never_over_covered(rig.venue, "AAPL")
+        assert rig.venue.positions() == {"AAPL": target}
+        stop = only_stop(rig.venue, "AAPL")
+        # Resized in place: the same order at the broker, never a second one.
+        assert stop.client_order_id == first.client_order_id
+        assert stop.quantity - stop.filled_quantity == target
+    ex.on_target(TargetPosition("AAPL", 0, "exit"))
+    await run(rig, 2)
+    assert rig.venue.positions() == {}
+    assert working_at_venue(rig.venue, "AAPL", OrderRole.STOP_LOSS) == []
+    assert rig.system.execution.protection.stops == {}
+    await rig.system.stop("test")
+
+
+async def test_a_triggered_stop_closes_the_position_and_the_target_is_not_chased(
+    protected: Settings,
+) -> None:
+    rig = await started(protected)
+    rig.system.execution.on_target(TargetPosition("AAPL", 100, "entry"))
+    await run(rig, 2)
+    stop_id = only_stop(rig.venue, "AAPL").client_order_id
+    rig.venue.shock("AAPL", -6)
+    # The quote through the stop also costs more than DAILY_LOSS_LIMIT: the breaker
+    # flattens at the same moment the venue triggers the stop. The exit waits for the
+    # stop to give way, so only one of them fills and the position never flips.
+    for _ in range(12):
+        await run(rig, 0.25)
+        assert rig.venue.positions().get("AAPL", 0) >= 0
+    assert rig.system.risk.state is TradingState.TRIPPED
+    assert rig.venue.positions() == {}
+    assert rig.venue.order_states()[stop_id].status is OrderStatus.FILLED
+    # Stopped out: no re-entry towards the old target of 100.
+    assert rig.system.execution.target("AAPL") is None
+    await run(rig, 3)
+    assert rig.venue.positions() == {}
+    await rig.system.stop("test")
+
+
+async def test_a_bracket_releases_both_children_and_the_stop_cancels_the_take_profit(
+    tmp_path: Path,
+) -> None:
+    rig = await started(settings(tmp_path, **ROOMY))
+    mid = rig.system.feed.latest("AAPL").mid  # type: ignore[union-attr]
+    parent = rig.system.execution.on_intent(
+        OrderIntent(
+            "AAPL",
+            Side.BUY,
+            50,
+            reason="bracket",
+            stop_loss=round(mid * 0.97, 2),
+            take_profit=round(mid * 1.05, 2),
+        )
+    )
+    assert parent is not None
+    await run(rig, 2)
+    assert rig.venue.positions() == {"AAPL": 50}
+    stop = only_stop(rig.venue, "AAPL")
+    take = working_at_venue(rig.venue, "AAPL", OrderRole.TAKE_PROFIT)
+    assert len(take) == 1 and take[0].quantity == 50 and stop.quantity == 50
+    assert stop.stop_price == round(mid * 0.97, 2)
+    rig.venue.shock("AAPL", -6)
+    await run(rig, 3)
+    assert rig.venue.positions() == {}
+    states = rig.venue.order_states()
+    assert states[stop.client_order_id].status is OrderStatus.FILLED
+    assert states[take[0].client_order_id].status is OrderStatus.CANCELLED
+    await rig.system.stop("test")
+
+
+async def test_a_trailing_stop_moves_up_with_the_price_and_never_back(tmp_path: Path) -> None:
+    s = settings(
+        tmp_path,
+        protective_stop_pct=2.0,
+        protective_stop_trailing=True,
+        **ROOMY,
+    )
+    rig = await started(s)
+    rig.system.execution.on_target(TargetPosition("AAPL", 100, "entry"))
+    await run(rig, 2)
+    start_price = only_stop(rig.venue, "AAPL").stop_price
+    assert start_price is not None
+    rig.venue.shock("AAPL", 5)
+    await run(rig, 2)
+    raised = only_stop(rig.venue, "AAPL").stop_price
+    assert raised is not None and raised > start_price * 1.03
+    best = rig.system.execution.protection.plans["AAPL"].best
+    rig.venue.shock("AAPL", -1.5)  # down, not through the stop
+    seen = []
+    for _ in range(8):
+        await run(rig, 0.25)
+        seen.append(only_stop(rig.venue, "AAPL").stop_price)
+    # It trailed the best price before the drop (2% under it) and never moved back.
+    assert seen == sorted(seen) and seen[-1] == math.floor(best * 0.98 * 100) / 100
+    await rig.system.stop("test")
+
+
+async def test_an_exit_made_while_disconnected_is_queued_then_sent_once_after_reconnect(
+    protected: Settings,
+) -> None:
+    rig = await started(protected)
+    ex = rig.system.execution
+    ex.on_target(TargetPosition("AAPL", 100, "entry"))
+    await run(rig, 2)
+    await rig.venue.disconnect()
+    ex.on_target(TargetPosition("AAPL", 30, "exit while disconnected"))
+    await run(rig, 1)
+    (queued,) = [o for o in rig.system.snapshot().orders if o.queued]
+    assert queued.message == QUEUED_DISCONNECTED and queued.quantity == 70
+    assert rig.venue.positions() == {"AAPL": 100}  # nothing reached the venue
+    # The strategy's mind changes while still disconnected: the queued exit follows.
+    ex.on_target(TargetPosition("AAPL", 20, "exit further"))
+    await run(rig, 1)
+    await rig.venue.connect()
+    await run(rig, 2)
+    assert rig.venue.positions() == {"AAPL": 20}
+    exits = [
+        s
+        for s in rig.venue.order_states().values()
+        if s.side is Side.SELL and role_of_order_id(s.client_order_id) is OrderRole.ENTRY
+    ]
+    assert len(exits) == 1 and exits[0].quantity == 80
+    assert only_stop(rig.venue, "AAPL").quantity == 20
+    await rig.system.stop("test")
+
+
+async def test_flatten_while_disconnected_is_sent_after_reconnect_and_new_risk_is_refused(
+    protected: Settings,
+) -> None:
+    rig = await started(protected)
+    system = rig.system
+    system.execution.on_target(TargetPosition("AAPL", 100, "entry"))
+    await run(rig, 2)
+    await rig.venue.disconnect()
+    system.execution.on_target(TargetPosition("AAPL", 300, "more while disconnected"))
+    assert system.execution.held == {}  # risk-increasing: refused, not queued
+    result = system.flatten("operator f while disconnected")
+    assert result.ok
+    assert len(system.execution.held) == 1
+    await run(rig, 1)
+    assert rig.venue.positions() == {"AAPL": 100}
+    await rig.venue.connect()
+    await run(rig, 2)
+    assert rig.venue.positions() == {}
+    assert working_at_venue(rig.venue, "AAPL", OrderRole.STOP_LOSS) == []
+    await system.stop("test")
+
+
+async def test_stops_are_adopted_after_a_restart_and_missing_ones_placed(
+    tmp_path: Path,
+) -> None:
+    s = settings(
+        tmp_path,
+        protective_stop_pct=2.0,
+        symbols="AAPL,MSFT",
+        sim_seed=3,
+        max_position_size=1_000_000,
+        max_order_notional=1_000_000,
+    )
+    state_file = s.data_dir / "venue.jsonl"
+    db = await Database.open(s.database_path)
+    try:
+        recorder = Recorder(db, bus := EventBus())
+        rig = build_rig(s, journal=recorder, bus=bus, state_file=state_file)
+        await rig.system.start(drive_broker=False)
+        await run(rig, 2)
+        rig.system.execution.on_target(TargetPosition("AAPL", 100, "entry"))
+        await run(rig, 2)
+        stop_id = only_stop(rig.venue, "AAPL").client_order_id
+        await recorder.flush()
+        # The process dies (SIGKILL): nothing is cancelled, the stop rests at the venue.
+        recorder._order_journal.close()
+        rig.venue.close()
+
+        recorder2 = Recorder(db, bus2 := EventBus())
+        again = build_rig(
+            s, journal=recorder2, bus=bus2, start=rig.clock.now(), state_file=state_file
+        )
+        await again.system.start(drive_broker=False)
+        await run(again, 2)
+        assert only_stop(again.venue, "AAPL").client_order_id == stop_id  # adopted
+        assert again.system.execution.protection.placed == 0
+        # A position opened now gets its own stop; closing one cancels its stop.
+        again.system.execution.on_target(TargetPosition("MSFT", 20, "entry"))
+        again.system.execution.on_target(TargetPosition("AAPL", 0, "exit"))
+        await run(again, 3)
+        assert len(working_at_venue(again.venue, "MSFT", OrderRole.STOP_LOSS)) == 1
+        assert working_at_venue(again.venue, "AAPL", OrderRole.STOP_LOSS) == []
+        await again.system.stop("test")
+        await recorder2.stop()
+        again.venue.close()
+    finally:
+        await db.close()
