@@ -79,6 +79,9 @@ class PositionRow:
     stop_price: float | None = None
     stop_state: StopState = StopState.NONE
     stop_quantity: int = 0
+    # Whether a stop is wanted for it (PROTECTIVE_STOP_PCT, or the strategy asked):
+    # a missing stop is an alarm then, and only a fact when nobody asked for one.
+    stop_expected: bool = False
 
 
 @dataclass(frozen=True, slots=True)

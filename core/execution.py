@@ -636,7 +636,7 @@ class ExecutionEngine:
             self.changes += 1
             self._bus.publish(OrderUpdated(order.snapshot(), self._clock.now()))
             if order.role is not ENTRY:
-                self.protection.on_answer(order)  # a change it refused: look again
+                self.protection.on_refused(order)  # a change it refused: sent again
 
     def on_fill(self, fill: Fill) -> bool:
         """Apply a fill exactly once (de-duplicated by execution id); returns whether new."""

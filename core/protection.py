@@ -126,6 +126,9 @@ class ProtectiveStops:
         # Symbols whose stop trails: the only ones that look at quotes.
         self.trailing: set[str] = set()
         self._changing: dict[str, datetime] = {}  # client order id -> change sent at
+        # Orders whose last change the broker refused: our record holds the values we
+        # asked for, the broker the old ones, so the change is sent again.
+        self._refused: set[str] = set()
         self.placed = self.modified = self.cancelled = self.adopted = 0
 
     def attach(self, desk: StopDesk) -> None:
@@ -208,6 +211,7 @@ class ProtectiveStops:
     def on_finished(self, order: Order, *, rejected: bool = False) -> None:
         """A stop-loss or take-profit filled, was cancelled or was rejected."""
         self._changing.pop(order.client_order_id, None)
+        self._refused.discard(order.client_order_id)
         for book in (self.stops, self.take_profits):
             if book.get(order.symbol) is order:
                 del book[order.symbol]
@@ -219,8 +223,17 @@ class ProtectiveStops:
         self._settled(order.symbol)
 
     def on_answer(self, order: Order) -> None:
-        """The broker answered a change (acknowledged, or refused it): look again."""
+        """The broker acknowledged a change: look again."""
+        self._refused.discard(order.client_order_id)
         if self._changing.pop(order.client_order_id, None) is not None:
+            self.sync(order.symbol)
+        self._settled(order.symbol)
+
+    def on_refused(self, order: Order) -> None:
+        """The broker refused a change (or an error named the order): the change is
+        sent again when ``sync`` next looks (at once when connected)."""
+        if self._changing.pop(order.client_order_id, None) is not None:
+            self._refused.add(order.client_order_id)
             self.sync(order.symbol)
         self._settled(order.symbol)
 
@@ -305,7 +318,9 @@ class ProtectiveStops:
                 if trailed is not None and _protects_more(side, trailed, price):
                     new_price = trailed
             total = order.filled_quantity + want
-            if total != order.quantity or new_price != price:
+            refused = order.client_order_id in self._refused
+            if refused or total != order.quantity or new_price != price:
+                self._refused.discard(order.client_order_id)
                 self._changing[order.client_order_id] = self._clock.now()
                 self.modified += 1
                 if role is OrderRole.STOP_LOSS:
@@ -418,6 +433,13 @@ class ProtectiveStops:
 
     def stop_of(self, symbol: str) -> Order | None:
         return self.stops.get(symbol)
+
+    def expects_stop(self, symbol: str) -> bool:
+        """Whether ``symbol``'s position is to have a stop (policy on, or a plan)."""
+        plan = self.plans.get(symbol)
+        if plan is None:
+            return self.default_pct > 0
+        return plan.pct > 0 or plan.stop_price is not None
 
 
 def _protects_more(side: Side, new: float, old: float) -> bool:

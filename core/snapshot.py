@@ -156,7 +156,8 @@ class SnapshotBuilder:
             | set(broker_positions)
         )
         rows = []
-        stops = self._execution.protection.stops
+        protection = self._execution.protection
+        stops = protection.stops
         for s in symbols:
             # A read: a symbol only the broker holds gets a flat row, not a new position
             # in the books (Portfolio.position would add one).
@@ -176,6 +177,7 @@ class SnapshotBuilder:
                     stop_price=None if stop is None else stop.stop_price,
                     stop_state=_stop_state(stop),
                     stop_quantity=0 if stop is None else stop.remaining,
+                    stop_expected=protection.expects_stop(s),
                 )
             )
         return tuple(rows)

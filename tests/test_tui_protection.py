@@ -55,6 +55,7 @@ def position(
     stop_price: float | None = None,
     stop_state: StopState = StopState.NONE,
     stop_quantity: int | None = None,
+    stop_expected: bool = True,
 ) -> PositionRow:
     return PositionRow(
         symbol=symbol,
@@ -68,6 +69,7 @@ def position(
         stop_price=stop_price,
         stop_state=stop_state,
         stop_quantity=abs(quantity) if stop_quantity is None else stop_quantity,
+        stop_expected=stop_expected,
     )
 
 
@@ -477,18 +479,20 @@ async def test_help_explains_the_marks(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the sim system
 
 
-async def test_sim_position_opened_without_a_stop_is_marked_until_flat(tmp_path: Path) -> None:
-    # Protective stops are off in sim by default: an open position is unprotected,
-    # and the console says so until it is closed.
+async def test_sim_position_without_a_stop_policy_says_none_without_an_alarm(
+    tmp_path: Path,
+) -> None:
+    # Protective stops are off in sim by default: nobody asked for a stop, so its
+    # absence is shown as a fact ("none"), not as the NO STOP alarm.
     async with console(tmp_path) as (app, pilot, rig):
         await frame(app, pilot)
         assert table(app, "positions-table").row_count == 0
         await open_position(app, pilot, rig)
         assert cell(app, "positions-table", "AAPL", "qty") == "+10"
-        assert cell(app, "positions-table", "AAPL", "stop") == "NO STOP"
+        assert cell(app, "positions-table", "AAPL", "stop") == "none"
         assert cell(app, "positions-table", "AAPL", "recon") == "ok"
         pane = app.query_one(PositionsPane)
-        assert pane.border_title == "3 Positions - 1 NO STOP"
+        assert pane.border_title == "3 Positions"
         entry = rig.system.execution.orders
         [client_id] = list(entry)
         assert cell(app, "orders-table", client_id, "type") == "MKT"

@@ -21,6 +21,7 @@ STOP_MARKS: dict[StopState, str] = {
     StopState.PENDING: "…",  # sent and not acknowledged yet, or queued while disconnected
 }
 NO_STOP = "NO STOP"
+NO_STOP_WANTED = "none"
 
 COLUMNS = (
     # What says "is this position safe" first (its stop, the broker agreeing), then
@@ -41,13 +42,16 @@ COLUMNS = (
 
 
 def unprotected(row: PositionRow) -> bool:
-    """An open position with no stop at the broker or on its way."""
-    return row.quantity != 0 and row.stop_state is StopState.NONE
+    """An open position that should have a stop and has none at the broker or on its way."""
+    return row.quantity != 0 and row.stop_state is StopState.NONE and row.stop_expected
 
 
 def stop_cell(row: PositionRow) -> Cell:
     if row.stop_state is StopState.NONE:
-        return (NO_STOP, "cell--alert") if row.quantity else MISSING
+        if not row.quantity:
+            return MISSING
+        # Nobody asked for one (PROTECTIVE_STOP_PCT off): a fact, shown quietly.
+        return (NO_STOP, "cell--alert") if row.stop_expected else (NO_STOP_WANTED, "cell--dim")
     text = f"{price(row.stop_price)} {STOP_MARKS[row.stop_state]}"
     covered, held = abs(row.stop_quantity), abs(row.quantity)
     if covered != held:
