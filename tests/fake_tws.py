@@ -64,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -1120,3 +1121,34 @@ async def wait_until(predicate: Callable[[], object], timeout: float = 3.0) -> N
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.005)
+
+
+class ThreadedTws:
+    """The fake TWS on its own event loop in a background thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.tws = FakeTws()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ThreadedTws:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.tws.start(), self.loop).result(5)
+        return self
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.loop.call_soon_threadsafe(lambda: fn(*args, **kwargs))
+
+    def query(self, fn: Callable[[FakeTws], Any], timeout: float = 5.0) -> Any:
+        """``fn(tws)`` run on the server's own loop (a consistent look at its books)."""
+
+        async def ask() -> Any:
+            return fn(self.tws)
+
+        return asyncio.run_coroutine_threadsafe(ask(), self.loop).result(timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.tws.stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()

@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.fake_tws import FakeTws
+from tests.fake_tws import ThreadedTws
 from tests.helpers import query_db
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class ThreadedTws:
-    """The fake TWS on its own event loop in a background thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.tws = FakeTws()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> ThreadedTws:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.tws.start(), self.loop).result(5)
-        return self
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        self.loop.call_soon_threadsafe(lambda: fn(*args, **kwargs))
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.tws.stop(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
 
 
 @pytest.fixture
