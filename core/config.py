@@ -250,7 +250,11 @@ class Settings(BaseSettings):
         7497, gt=0, lt=65536, description="7497 paper TWS, 4002 paper Gateway, 7496/4001 live"
     )
     ib_client_id: int = Field(
-        1, ge=0, le=2**31 - 2, description="API client id (unique per connection)"
+        1,
+        ge=0,
+        le=2**31 - 2,
+        description="API client id (unique per connection; keep it across restarts: IB binds "
+        "orders, resting stops included, to the client id that placed them)",
     )
     ib_account: str = Field("", description="account id to trade (empty: the only one)")
     ib_market_data_type: int = Field(
