@@ -311,3 +311,70 @@ async def test_stops_are_adopted_after_a_restart_and_missing_ones_placed(
         again.venue.close()
     finally:
         await db.close()
+
+
+async def _journaled_session(tmp_path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """One seeded sim session with every order type, journaled to a real SQLite file."""
+    s = settings(tmp_path, protective_stop_pct=2.0, **ROOMY)
+    db = await Database.open(s.database_path)
+    try:
+        bus = EventBus()
+        recorder = Recorder(db, bus)
+        rig = build_rig(s, journal=recorder, bus=bus)
+        await rig.system.start(drive_broker=False)
+        await run(rig, 2)
+        ex = rig.system.execution
+        mid = rig.system.feed.latest("AAPL").mid  # type: ignore[union-attr]
+        ex.on_intent(
+            OrderIntent(
+                "AAPL",
+                Side.BUY,
+                30,
+                reason="bracket",
+                stop_loss=round(mid * 0.97, 2),
+                take_profit=round(mid * 1.01, 2),
+            )
+        )
+        await run(rig, 3)
+        ex.on_target(TargetPosition("AAPL", 60, "add"))  # the stop follows
+        await run(rig, 3)
+        ex.on_intent(
+            OrderIntent(
+                "AAPL",
+                Side.SELL,
+                10,
+                OrderType.STOP_LIMIT,
+                round(mid * 0.9, 2),
+                "stop-limit",
+                stop_price=round(mid * 0.91, 2),
+                tif=TimeInForce.GTC,
+            )
+        )
+        rig.venue.shock("AAPL", -4)
+        await run(rig, 5)
+        await rig.system.stop("test")
+        await recorder.stop()
+    finally:
+        await db.close()
+    import sqlite3
+
+    with sqlite3.connect(s.database_path) as conn:
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+            for table in ("orders", "order_events", "fills")
+        }
+
+
+async def test_every_order_type_is_journaled_and_a_second_run_journals_the_same(
+    tmp_path: Path,
+) -> None:
+    first = await _journaled_session(tmp_path / "a")
+    types = {(row[4], row[17], row[18]) for row in first["orders"]}  # type, tif, role
+    assert ("STP", "GTC", "stop_loss") in types
+    assert ("LMT", "GTC", "take_profit") in types
+    assert ("MKT", "DAY", "entry") in types and ("STP LMT", "GTC", "entry") in types
+    children = [row for row in first["orders"] if row[19] is not None]  # parent_id
+    assert len(children) == 2 and len({row[20] for row in children}) == 1  # one OCA group
+    assert first["fills"]
+    # The same seed and clock give the same journal, row for row.
+    assert await _journaled_session(tmp_path / "b") == first
