@@ -378,3 +378,37 @@ async def test_every_order_type_is_journaled_and_a_second_run_journals_the_same(
     assert first["fills"]
     # The same seed and clock give the same journal, row for row.
     assert await _journaled_session(tmp_path / "b") == first
+
+
+async def test_a_strategys_stop_pct_protects_its_position_with_the_policy_off(
+    tmp_path: Path,
+) -> None:
+    rig = await started(settings(tmp_path, **ROOMY))  # PROTECTIVE_STOP_PCT off
+    rig.system.execution.on_target(TargetPosition("AAPL", 50, "entry", stop_pct=3.0))
+    await run(rig, 2)
+    stop = only_stop(rig.venue, "AAPL")
+    cost = rig.system.portfolio.positions["AAPL"].avg_cost
+    assert stop.quantity == 50 and stop.stop_price == math.floor(cost * 0.97 * 100) / 100
+    row = next(p for p in rig.system.snapshot().positions if p.symbol == "AAPL")
+    assert row.stop_expected and row.stop_state is StopState.RESTING
+    await rig.system.stop("test")
+
+
+def test_the_example_strategy_asks_for_its_stop_pct() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from core.model import Bar
+    from core.strategy.ma_cross import MovingAverageCross
+
+    strategy = MovingAverageCross(
+        ["AAPL"], context=None, fast=2, slow=3, stop_pct=2.5, trailing_stop=True
+    )  # type: ignore[arg-type]
+    t0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    outputs = [
+        strategy.on_bar(Bar("AAPL", t0 + timedelta(minutes=i), t0, c, c, c, c, 1))
+        for i, c in enumerate([10.0, 10.0, 10.0, 11.0, 12.0])
+    ]
+    targets = [o for o in outputs if isinstance(o, TargetPosition)]
+    assert targets and all(t.stop_pct == 2.5 and t.trailing for t in targets)
+    with pytest.raises(ValueError, match="stop_pct"):
+        MovingAverageCross(["AAPL"], context=None, stop_pct=80)  # type: ignore[arg-type]
