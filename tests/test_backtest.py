@@ -117,6 +117,46 @@ async def test_spread_and_commission_are_charged(tmp_path: Path) -> None:
     assert buy.commission == pytest.approx(4.5) and sell.commission == pytest.approx(4.5)
 
 
+def write_ohlc(path: Path, bars: list[tuple[float, float, float, float]]) -> Path:
+    lines = ["timestamp,open,high,low,close,volume"]
+    for i, (o, h, low, c) in enumerate(bars):
+        lines.append(f"{(T0 + timedelta(minutes=i)).isoformat()},{o},{h},{low},{c},500")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def backtest_with_stop(tmp_path: Path, bar_8: tuple[float, float, float, float]) -> Any:
+    """Rising closes 100..107: the cross buys 9 at bar 4's open (103.5) with a 2% stop
+    (101.43) at the broker; bar 8 is the test's; three flat bars follow."""
+    bars = [(c - 0.5, c + 0.1, c - 0.6, c) for c in (100.0 + i for i in range(8))]
+    bars += [bar_8] + [(107.0, 107.5, 106.5, 107.2)] * 3
+    data = load_data(write_ohlc(tmp_path / "STOP.csv", bars))
+    params = {"fast": 2, "slow": 4, "trade_dollars": 1_000.0, "stop_pct": 2.0}
+    base = cross_settings(tmp_path, strategy_params=params)
+    s = run_settings(base, data.symbols, bar_seconds=data.bar_seconds)
+    options = BacktestOptions(commission_per_share=0.0, bar_spread_bps=1.0)
+    return await run_data(s, data, options)
+
+
+async def test_backtest_stop_inside_a_bars_range_fills_at_the_stop_price(tmp_path: Path) -> None:
+    result = await backtest_with_stop(tmp_path, (108.0, 108.2, 100.0, 107.0))  # low 100
+    buy, stop = result.fills[:2]
+    assert (buy.side, buy.quantity) == (Side.BUY, 9)
+    assert buy.price == pytest.approx(103.5 * 1.00005)  # the open's ask (1 bp spread)
+    assert stop.client_order_id.endswith("-SL") and (stop.side, stop.quantity) == (Side.SELL, 9)
+    assert stop.price == pytest.approx(103.5 * 0.98)  # the stop price, no spread
+    # A down bar: the high at a third of the way, the low at two thirds.
+    assert stop.ts == T0 + timedelta(minutes=8, seconds=40)
+
+
+async def test_backtest_stop_a_bar_gapped_through_fills_at_the_bars_open(tmp_path: Path) -> None:
+    result = await backtest_with_stop(tmp_path, (99.0, 99.5, 98.0, 99.2))  # opens below it
+    stop = result.fills[1]
+    assert stop.client_order_id.endswith("-SL") and (stop.side, stop.quantity) == (Side.SELL, 9)
+    assert stop.price == pytest.approx(99.0)  # the bar's open, not the stop (101.43)
+    assert stop.ts == T0 + timedelta(minutes=8)
+
+
 def test_bar_quotes_trace_the_bar_inside_its_interval() -> None:
     up = BarRecord("X", T0, 10.0, 12.0, 9.0, 11.0, 0.0)
     quotes = bar_quotes(up, 60, 0.0)
