@@ -18,6 +18,12 @@ Simplifications worth knowing:
 - Each symbol has its own RNG (and a second one for malformed quotes), so
   one symbol's stream does not depend on which others are subscribed or on
   ``bad_quote_rate``.
+- Stops trigger on the last trade price; the venue's own quotes carry none, so
+  here they trigger on the mid of its true book (a buy stop at or above its stop
+  price, a sell stop at or below). Order types, brackets, OCA groups and
+  modifications: core.brokers.sim_orders.
+- DAY and GTC orders alike rest until filled or cancelled (the venue has no
+  session close), across restarts from its state file.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from loguru import logger
 from core.brokers.sim_book import (
     ERR_CANCEL_NOT_CANCELLABLE,
     ERR_CANCEL_NOT_FOUND,
+    ERR_MODIFY_FAILED,
+    ERR_MODIFY_FILLED,
+    ERR_MODIFY_NOT_FOUND,
     ERR_NO_SECURITY_DEFINITION,
     ERR_NOT_CONNECTED,
     ERR_ORDER_REJECTED,
@@ -48,6 +57,9 @@ from core.model import Quote
 __all__ = [
     "ERR_CANCEL_NOT_CANCELLABLE",
     "ERR_CANCEL_NOT_FOUND",
+    "ERR_MODIFY_FAILED",
+    "ERR_MODIFY_FILLED",
+    "ERR_MODIFY_NOT_FOUND",
     "ERR_NOT_CONNECTED",
     "ERR_NO_SECURITY_DEFINITION",
     "ERR_ORDER_REJECTED",
