@@ -358,6 +358,10 @@ class ExecutionEngine:
     def is_unsent(self, client_order_id: str) -> bool:
         return client_order_id in self._unsent
 
+    def is_working(self, client_order_id: str) -> bool:
+        order = self.orders.get(client_order_id)
+        return order is not None and order.is_working
+
     def stop_settled(self, symbol: str) -> None:
         """The broker answered a change to ``symbol``'s stop: a held exit may go now."""
         if self.held:
@@ -601,6 +605,15 @@ class ExecutionEngine:
             return
         if update.broker_order_id and order.broker_order_id != update.broker_order_id:
             order.broker_order_id = update.broker_order_id
+        quantity = update.quantity
+        if quantity is not None and quantity != order.quantity and order.is_working:
+            # The broker resized it (a bracket child following its parent's fills, an
+            # OCA member reduced by another's): our record follows the broker's.
+            order.quantity = max(quantity, order.filled_quantity)
+            self.changes += 1
+            if order.filled_quantity and order.filled_quantity >= order.quantity:
+                self._finish(order, FILLED, update.message or "filled")
+                return
         status = update.status
         if status is REJECTED:
             self._reject(order, update.message or "rejected by broker", update.error_code)

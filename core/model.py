@@ -456,6 +456,9 @@ class OrderStatusUpdate:
     broker_order_id: str | None = None
     message: str = ""
     error_code: int | None = None
+    # The total quantity the broker now works, when it changed it by itself: a bracket
+    # child released for its parent's fills, an OCA member reduced by another's fill.
+    quantity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

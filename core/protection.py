@@ -89,6 +89,8 @@ class StopDesk(Protocol):
         """Still queued for the sender: not at the broker yet."""
         ...
 
+    def is_working(self, client_order_id: str) -> bool: ...
+
 
 @dataclass(slots=True)
 class StopPlan:
@@ -309,7 +311,7 @@ class ProtectiveStops:
         if order is not None and order.side is side:
             if order.status is PENDING_CANCEL or order.client_order_id in self._changing:
                 return  # the answer to the last change comes first
-            if order.parent_id is not None and order.status is PENDING_SUBMIT:
+            if order.parent_id is not None and desk.is_working(order.parent_id):
                 return  # a bracket child: the broker sizes it to its parent's fills
             price = order.stop_price if role is OrderRole.STOP_LOSS else order.limit_price
             new_price = price

@@ -412,3 +412,71 @@ def test_the_example_strategy_asks_for_its_stop_pct() -> None:
     assert targets and all(t.stop_pct == 2.5 and t.trailing for t in targets)
     with pytest.raises(ValueError, match="stop_pct"):
         MovingAverageCross(["AAPL"], context=None, stop_pct=80)  # type: ignore[arg-type]
+
+
+async def test_a_take_profit_fill_ends_the_bracket_and_the_books_agree_with_the_venue(
+    tmp_path: Path,
+) -> None:
+    from core.events import OrderUpdateRefused
+
+    rig = await started(settings(tmp_path, **ROOMY))
+    mid = rig.system.feed.latest("AAPL").mid  # type: ignore[union-attr]
+    parent = rig.system.execution.on_intent(
+        OrderIntent(
+            "AAPL",
+            Side.BUY,
+            200,
+            reason="bracket",
+            stop_loss=round(mid * 0.95, 2),
+            take_profit=round(mid * 1.02, 2),
+        )
+    )
+    assert parent is not None
+    await run(rig, 3)
+    assert rig.venue.positions() == {"AAPL": 200}
+    rig.venue.shock("AAPL", 4)  # through the take-profit (it fills in displayed-size slices)
+    await run(rig, 10)
+    assert rig.venue.positions() == {}
+    ex = rig.system.execution
+    assert ex.protection.stops == {} and ex.protection.take_profits == {}
+    for order in ex.orders.values():  # nothing left working in our books either
+        assert not order.is_working, order
+    assert rig.of(OrderUpdateRefused) == []
+    await rig.system.stop("test")
+
+
+async def test_a_bracket_cut_short_protects_what_filled_and_its_stop_ends_filled(
+    tmp_path: Path,
+) -> None:
+    rig = await started(settings(tmp_path, sim_starting_cash=1_000_000, **ROOMY))
+    quote = rig.system.feed.latest("AAPL")
+    assert quote is not None
+    ex = rig.system.execution
+    parent = ex.on_intent(
+        OrderIntent(
+            "AAPL",
+            Side.BUY,
+            2_000,
+            OrderType.LIMIT,
+            round(quote.ask * 1.003, 2),  # marketable
+            "bracket, partly filled",
+            stop_loss=round(quote.mid * 0.95, 2),
+        )
+    )
+    assert parent is not None
+    for _ in range(40):  # the displayed size fills it in slices: stop after the first
+        await run(rig, 0.1)
+        if parent.filled_quantity:
+            break
+    ex.cancel(parent.client_order_id, "enough")
+    await run(rig, 1)
+    filled = parent.filled_quantity
+    assert 0 < filled < 2_000 and parent.status is OrderStatus.CANCELLED
+    stop = ex.protection.stops["AAPL"]
+    assert stop.quantity == filled  # what the venue works for it, not the parent's 2,000
+    assert only_stop(rig.venue, "AAPL").quantity == filled
+    rig.venue.shock("AAPL", -8)
+    await run(rig, 5)
+    assert rig.venue.positions() == {}
+    assert stop.status is OrderStatus.FILLED and not stop.is_working
+    await rig.system.stop("test")

@@ -304,13 +304,13 @@ class IbOrderTracker:
             if t is not tracked
         )
         if sibling_filled:
-            self._submitted(tracked, f"OCA: reduced to {size}")
+            self._submitted(tracked, f"OCA: reduced to {size}", size)
         elif trade.order.parentId:
-            self._submitted(tracked, f"bracket: working {size}")
+            self._submitted(tracked, f"bracket: working {size}", size)
         else:
-            self._submitted(tracked, f"IB works {size} shares")
+            self._submitted(tracked, f"IB works {size} shares", size)
 
-    def _submitted(self, tracked: TrackedOrder, message: str) -> None:
+    def _submitted(self, tracked: TrackedOrder, message: str, quantity: int | None = None) -> None:
         self._listener().on_order_status(
             OrderStatusUpdate(
                 tracked.client_order_id,
@@ -318,6 +318,7 @@ class IbOrderTracker:
                 self._clock.now(),
                 broker_order_id(tracked.ib_order_id, tracked.perm_id),
                 message,
+                quantity=quantity,
             )
         )
 

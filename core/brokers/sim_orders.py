@@ -305,7 +305,14 @@ class SimOrderDesk:
             else:
                 message = f"bracket: working {order.quantity}"
         listener.on_order_status(
-            OrderStatusUpdate(order.client_order_id, SUBMITTED, ts, order.broker_order_id, message)
+            OrderStatusUpdate(
+                order.client_order_id,
+                SUBMITTED,
+                ts,
+                order.broker_order_id,
+                message,
+                quantity=None if order.held else order.quantity,
+            )
         )
         if order.held:
             return  # acknowledged, inactive until its parent fills
@@ -524,7 +531,14 @@ class SimOrderDesk:
                 self._state.record_status(client_order_id, "Filled")
             message = f"modified: quantity {order.quantity} is what has filled"
             listener.on_order_status(
-                OrderStatusUpdate(client_order_id, FILLED, ts, order.broker_order_id, message)
+                OrderStatusUpdate(
+                    client_order_id,
+                    FILLED,
+                    ts,
+                    order.broker_order_id,
+                    message,
+                    quantity=order.quantity,
+                )
             )
             return
         listener.on_order_status(
@@ -664,7 +678,12 @@ class SimOrderDesk:
                 message = f"bracket: working {child.quantity}"
                 listener.on_order_status(
                     OrderStatusUpdate(
-                        child.client_order_id, SUBMITTED, ts, child.broker_order_id, message
+                        child.client_order_id,
+                        SUBMITTED,
+                        ts,
+                        child.broker_order_id,
+                        message,
+                        quantity=child.quantity,
                     )
                 )
                 if now:
@@ -691,7 +710,14 @@ class SimOrderDesk:
                 elif other.status is not PENDING_SUBMIT:  # else its acknowledgement says
                     message = f"OCA: reduced to {other.quantity}"
                     listener.on_order_status(
-                        OrderStatusUpdate(other_id, SUBMITTED, ts, other.broker_order_id, message)
+                        OrderStatusUpdate(
+                            other_id,
+                            SUBMITTED,
+                            ts,
+                            other.broker_order_id,
+                            message,
+                            quantity=other.quantity,
+                        )
                     )
         if order.status is FILLED and group is not None:
             self._leave_oca(order)
