@@ -822,6 +822,7 @@ class ExecutionEngine:
             *self.working_orders(),
             *protection.stops.values(),
             *protection.take_profits.values(),
+            *protection.spares(),
         ]
 
     @property

@@ -131,7 +131,18 @@ class ProtectiveStops:
         # Orders whose last change the broker refused: our record holds the values we
         # asked for, the broker the old ones, so the change is sent again.
         self._refused: set[str] = set()
+        # Further stop-losses / take-profits of one symbol found on restore (see adopt).
+        self._spares: dict[str, list[Order]] = {}
         self.placed = self.modified = self.cancelled = self.adopted = 0
+        # Nothing is placed, resized or cancelled before the start-up reconciliation has
+        # run: until then the restored orders' states are the journal's, not the broker's
+        # (a stop cancelled just before a crash still looks working).
+        self.armed = False
+
+    def arm(self) -> None:
+        """The books agree with the broker now: put every position's stop right."""
+        self.armed = True
+        self.sync_all()
 
     def attach(self, desk: StopDesk) -> None:
         self._desk = desk
@@ -186,16 +197,18 @@ class ProtectiveStops:
         book = self.stops if order.role is OrderRole.STOP_LOSS else self.take_profits
         held = book.get(order.symbol)
         if held is not None and held.client_order_id != order.client_order_id:
-            # Two stops for one position (a crash between placing one and cancelling
-            # the other): keep the first, cancel this one.
+            # Two for one position, restored from the journal (a crash came between
+            # placing one and the other's cancel being recorded). Which of them the
+            # broker still works is known once it has been asked: ``sync`` settles it
+            # then, keeping one and cancelling the rest.
             logger.warning(
-                "second {role} for {symbol} cancelled",
+                "second {role} for {symbol}: settled once the broker has answered",
                 role=str(order.role),
                 symbol=order.symbol,
                 client_order_id=order.client_order_id,
                 kept=held.client_order_id,
             )
-            self._cancel(order, "duplicate protective order")
+            self._spares.setdefault(order.symbol, []).append(order)
             return
         book[order.symbol] = order
         # Plans are not persisted: a stop restored after a restart keeps where it is
@@ -217,6 +230,9 @@ class ProtectiveStops:
         for book in (self.stops, self.take_profits):
             if book.get(order.symbol) is order:
                 del book[order.symbol]
+        spares = self._spares.get(order.symbol)
+        if spares is not None and order in spares:
+            spares.remove(order)
         if rejected:
             plan = self.plans.get(order.symbol)
             if plan is not None:
@@ -266,14 +282,16 @@ class ProtectiveStops:
     # ------------------------------------------------------------- the rule
     def sync_all(self, symbols: Iterable[str] = ()) -> None:
         wanted = {s for s, p in self._portfolio.positions.items() if p.quantity}
-        wanted |= set(self.stops) | set(self.take_profits) | set(symbols)
+        wanted |= set(self.stops) | set(self.take_profits) | set(self._spares) | set(symbols)
         for symbol in sorted(wanted):
             self.sync(symbol)
 
     def sync(self, symbol: str) -> None:
         desk = self._desk
-        if desk is None or not desk.connected:
-            return  # looked at again on reconnect
+        if desk is None or not self.armed or not desk.connected:
+            return  # looked at again on arming and on reconnect
+        if self._spares.get(symbol):
+            self._settle_spares(symbol)
         position = self._portfolio.quantity(symbol)
         stop = self.stops.get(symbol)
         take = self.take_profits.get(symbol)
@@ -345,6 +363,27 @@ class ProtectiveStops:
         if placed is not None:
             self.placed += 1
             self.adopt(placed)
+
+    def _settle_spares(self, symbol: str) -> None:
+        """One stop-loss and one take-profit per symbol: a spare takes the place of one
+        that has finished, the others are cancelled (they leave ``_spares`` as they
+        finish)."""
+        spares = [o for o in self._spares[symbol] if o.is_working]
+        self._spares[symbol] = spares
+        for book in (self.stops, self.take_profits):
+            main = book.get(symbol)
+            if main is None or not main.is_working:
+                role = OrderRole.STOP_LOSS if book is self.stops else OrderRole.TAKE_PROFIT
+                promoted = next((o for o in spares if o.role is role), None)
+                if promoted is not None:
+                    spares.remove(promoted)
+                    book[symbol] = promoted
+        for order in spares:
+            self._cancel(order, "duplicate protective order")
+
+    def spares(self) -> list[Order]:
+        """The spare protective orders still held (restored duplicates being settled)."""
+        return [o for orders in self._spares.values() for o in orders]
 
     def _oca_group(self, symbol: str) -> str | None:
         """A new stop joins the take-profit's OCA group and the other way round."""

@@ -178,7 +178,7 @@ class TradingSystem:
         self.broker.subscribe_quotes(self.symbols)
         self.recovery = await reconcile_with_broker(parts, self._journal)
         # Every position has its stop at the broker, no stop rests for a flat symbol.
-        self.execution.protection.sync_all()
+        self.execution.protection.arm()
         if self.broker.connected:
             # The broker's cash is the truth (deposits, interest, fees we never saw).
             self.portfolio.rebase_cash(self.broker.account_values().cash)

@@ -480,3 +480,47 @@ async def test_a_bracket_cut_short_protects_what_filled_and_its_stop_ends_filled
     assert rig.venue.positions() == {}
     assert stop.status is OrderStatus.FILLED and not stop.is_working
     await rig.system.stop("test")
+
+
+async def test_two_stops_restored_for_one_symbol_leave_the_one_the_broker_works(
+    tmp_path: Path,
+) -> None:
+    s = settings(tmp_path, protective_stop_pct=2.0, **ROOMY)
+    state_file = s.data_dir / "venue.jsonl"
+    db = await Database.open(s.database_path)
+    try:
+        recorder = Recorder(db, bus := EventBus())
+        rig = build_rig(s, journal=recorder, bus=bus, state_file=state_file)
+        await rig.system.start(drive_broker=False)
+        await run(rig, 2)
+        ex = rig.system.execution
+        ex.on_target(TargetPosition("AAPL", 100, "entry"))
+        await run(rig, 2)
+        first = only_stop(rig.venue, "AAPL").client_order_id
+        await recorder.flush()  # the database knows the first stop as working ...
+        ex.on_target(TargetPosition("AAPL", -50, "flip"))
+        await run(rig, 3)
+        second = only_stop(rig.venue, "AAPL").client_order_id
+        assert second != first
+        # ... and the process dies before its cancel is recorded: the journal holds two
+        # working stops for AAPL, the venue works only the second.
+        recorder._order_journal.close()
+        rig.venue.close()
+
+        again = build_rig(
+            s,
+            journal=Recorder(db, bus2 := EventBus()),
+            bus=bus2,
+            start=rig.clock.now(),
+            state_file=state_file,
+        )
+        await again.system.start(drive_broker=False)
+        await run(again, 2)
+        assert only_stop(again.venue, "AAPL").client_order_id == second
+        assert only_stop(again.venue, "AAPL").quantity == 50
+        assert again.system.execution.protection.stops["AAPL"].client_order_id == second
+        assert again.system.execution.protection.placed == 0  # adopted, not placed anew
+        await again.system.stop("test")
+        again.venue.close()
+    finally:
+        await db.close()
