@@ -71,7 +71,7 @@ class HoldStrategy(Strategy):
         self._seen[quote.symbol] += 1
         if self._seen[quote.symbol] % self._every:
             return None
-        lots = self._rng.choice((-2, -1, 0, 0, 1, 2))
+        lots = self._rng.choice((-2, -1, 0, 1, 2))
         return TargetPosition(quote.symbol, lots * self._lot, "protect drill")
 
 
