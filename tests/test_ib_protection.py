@@ -5,49 +5,18 @@ orders and positions) are the evidence."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from core.brokers.ib import IbBroker, IbConfig
-from core.bus import EventBus
-from core.clock import SimClock
 from core.execution import QUEUED_DISCONNECTED
 from core.model import OrderStatus, TargetPosition
-from core.system import TradingSystem
 from tests.fake_tws import FakeOrder, FakeTws, wait_until
-from tests.helpers import settings as make_settings
-from tests.test_ib_system import T0, IbRig, _fields
+from tests.test_ib_system import IbRig, ib_rig
 
 
-@contextlib.asynccontextmanager
-async def protected_rig(tmp_path: Path) -> AsyncIterator[IbRig]:
-    clock = SimClock(T0)
-    tws = await FakeTws(now=clock.now).start()
-    s = make_settings(
-        tmp_path,
-        trading_mode="paper",
-        symbols="AAPL,MSFT",
-        ib_port=tws.port,
-        ib_connect_timeout=2,
-        strategy_params='{"fast": 50, "slow": 100}',  # no signals in these short runs
-        protective_stop_pct=2.0,
-    )
-    config = IbConfig.from_settings(s)
-    broker = IbBroker(
-        IbConfig(**{**_fields(config), "supervise_seconds": 0.005, "jitter_seed": 1}), clock
-    )
-    bus = EventBus()
-    rig = IbRig(TradingSystem(s, broker, clock, bus=bus), broker, tws, clock)
-    bus.subscribe_all(rig.events.append)
-    try:
-        await rig.system.start()
-        await wait_until(lambda: all(rig.system.feed.latest(sym) for sym in ("AAPL", "MSFT")))
-        yield rig
-    finally:
-        await rig.system.stop("test over")
-        await tws.stop()
+def protected_rig(tmp_path: Path) -> contextlib.AbstractAsyncContextManager[IbRig]:
+    return ib_rig(tmp_path, protective_stop_pct=2.0)
 
 
 def working_stops(tws: FakeTws, symbol: str) -> list[FakeOrder]:

@@ -50,7 +50,8 @@ class IbRig:
 
 
 @contextlib.asynccontextmanager
-async def ib_rig(tmp_path: Path) -> AsyncIterator[IbRig]:
+async def ib_rig(tmp_path: Path, **overrides: Any) -> AsyncIterator[IbRig]:
+    """A started system on the fake TWS; ``overrides`` are more settings."""
     clock = SimClock(T0)
     tws = await FakeTws(now=clock.now).start()
     s = make_settings(
@@ -60,6 +61,7 @@ async def ib_rig(tmp_path: Path) -> AsyncIterator[IbRig]:
         ib_port=tws.port,
         ib_connect_timeout=2,
         strategy_params='{"fast": 50, "slow": 100}',  # no signals in these short runs
+        **overrides,
     )
     config = IbConfig.from_settings(s)
     broker = IbBroker(
