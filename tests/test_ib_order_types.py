@@ -4,14 +4,11 @@ client against the fake TWS over loopback."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 
-from core.brokers.base import BrokerConnectError
-from core.brokers.ib import IbBroker, IbConfig
 from core.brokers.ib_order_fields import OCA_REDUCE_WITH_BLOCK
 from core.clock import SimClock
 from core.model import (
@@ -22,7 +19,8 @@ from core.model import (
     Side,
     TimeInForce,
 )
-from tests.fake_tws import FakeTws, RecordingListener, wait_until
+from tests.fake_tws import FakeTws, wait_until
+from tests.test_ib_broker import make_broker, running
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)  # Monday 09:30 New York
 BUY, SELL = Side.BUY, Side.SELL
@@ -45,33 +43,6 @@ async def tws(clock: SimClock) -> AsyncIterator[FakeTws]:
     await server.start()
     yield server
     await server.stop()
-
-
-def make_broker(port: int, clock: SimClock) -> tuple[IbBroker, RecordingListener]:
-    config = IbConfig(
-        symbols=("AAPL", "MSFT"),
-        port=port,
-        connect_timeout=2.0,
-        supervise_seconds=0.005,
-        jitter_seed=1,
-    )
-    broker = IbBroker(config, clock)
-    listener = RecordingListener()
-    broker.set_listener(listener)
-    return broker, listener
-
-
-@contextlib.asynccontextmanager
-async def running(broker: IbBroker) -> AsyncIterator[asyncio.Task[None]]:
-    await broker.connect()
-    task = asyncio.ensure_future(broker.run())
-    try:
-        yield task
-    finally:
-        await broker.disconnect()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, BrokerConnectError):
-            await task
 
 
 def make_order(
