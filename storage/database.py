@@ -16,6 +16,7 @@ import asyncio
 import os
 import sqlite3
 import tempfile
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
@@ -207,9 +208,10 @@ def read_heartbeat(path: Path | str) -> HeartbeatRecord | None:
 class Database:
     """The trading console's SQLite file. Build with ``await Database.open(path)``."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path, busy_timeout_ms: int = 5000) -> None:
         self._conn = conn
         self.path = path
+        self._busy_timeout_s = busy_timeout_ms / 1000
         # Reads and write transactions on this connection take turns. A statement still
         # open when a BEGIN IMMEDIATE runs is a read transaction on an old snapshot, and
         # SQLite then answers "database is locked" at once instead of waiting
@@ -242,7 +244,7 @@ class Database:
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, path)
+        return cls(conn, path, busy_timeout_ms)
 
     async def close(self) -> None:
         async with self._lock:
@@ -268,7 +270,7 @@ class Database:
             try:
                 # Inside the try: a task cancelled while BEGIN runs still rolls it back
                 # (aiosqlite runs the two in the order they were asked for).
-                await self._conn.execute("BEGIN IMMEDIATE")
+                await self._begin_immediate()
                 yield
                 await self._conn.execute("COMMIT")
             except BaseException:
@@ -276,6 +278,31 @@ class Database:
                 raise
             finally:
                 self._writing_task = None
+
+    async def _begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE, waiting up to busy_timeout for the other writer.
+
+        SQLite's own busy handler covers most waits, but not all: some answers come at
+        once (SQLITE_BUSY_SNAPSHOT and its kin; a stopping console's flush met one, 1 in
+        20 crash-drill stops). Those are retried here, with a short backoff, within the
+        same bound."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY)
+                if code & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+                logger.debug(
+                    "database {path}: BEGIN IMMEDIATE answered {name}; retrying",
+                    path=self.path,
+                    name=getattr(exc, "sqlite_errorname", "SQLITE_BUSY"),
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[None]:

@@ -322,6 +322,30 @@ async def test_a_read_in_flight_does_not_make_a_write_fail_while_the_writer_proc
     assert beat is not None and beat.state is HeartbeatState.RUNNING
 
 
+async def test_a_begin_sqlite_refuses_at_once_is_retried_within_the_busy_timeout(
+    db: Database,
+) -> None:
+    # A statement left open on the connection (here on purpose, by reaching past the
+    # class) while another writer commits: SQLite answers BEGIN IMMEDIATE with
+    # SQLITE_BUSY_SNAPSHOT at once, without its busy handler. The transaction retries
+    # until the statement is done instead of failing the flush.
+    await db.write_batch({"quotes": [quote_row(Quote("A", T0, 1.0, 1.1))] * 3})
+    cursor = await db._conn.execute("SELECT * FROM quotes")
+    await cursor.fetchone()
+    holder = _hold_write_lock(db.path, 0.05)
+    await asyncio.to_thread(holder.join)  # committed: the open read is now stale
+
+    async def finish_the_read() -> None:
+        await asyncio.sleep(0.2)
+        await cursor.close()
+
+    closer = asyncio.create_task(finish_the_read())
+    await db.write_heartbeat(HeartbeatRecord(T0, 1, HeartbeatState.RUNNING, T0))
+    await closer
+    beat = await db.heartbeat()
+    assert beat is not None and beat.state is HeartbeatState.RUNNING
+
+
 async def test_a_task_cancelled_while_its_transaction_begins_leaves_no_transaction_open(
     db: Database,
 ) -> None:
