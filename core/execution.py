@@ -130,6 +130,9 @@ class ExecutionEngine:
         # Exits decided while the broker is disconnected: kept (not journaled, not sent)
         # until it is back and reconciled, then re-sized and sent (`release_held`).
         self.held: dict[str, Order] = {}
+        # Held orders that a target made (re-sized to the target when released); an
+        # intent's keeps its own quantity. Ids leave when the order is released.
+        self._from_target: set[str] = set()
         # Orders queued for the sender and not yet given to the broker: a change to one
         # of them is made in place, it leaves with its new values.
         self._unsent: set[str] = set()
@@ -222,9 +225,11 @@ class ExecutionEngine:
             # further orders would walk around the per-order limit.
             clamped = position + approved if side is BUY else position - approved
             self._targets[symbol] = TargetPosition(symbol, clamped, f"{target.reason} (clamped)")
-        self._submit(intent, approved, position)
+        self._submit(intent, approved, position, from_target=True)
 
-    def _submit(self, intent: OrderIntent, quantity: int, position: int) -> Order:
+    def _submit(
+        self, intent: OrderIntent, quantity: int, position: int, *, from_target: bool = False
+    ) -> Order:
         signed_position = position if intent.side is BUY else -position
         reduce_only = signed_position < 0 and quantity <= abs(position)
         order = self._new_order(intent, quantity, reduce_only)
@@ -232,7 +237,7 @@ class ExecutionEngine:
         self._working[symbol] = order.client_order_id
         if not self._broker.connected and reduce_only:
             # Risk let it through (it only reduces); the broker cannot take it now.
-            self._hold(order, QUEUED_DISCONNECTED)
+            self._hold(order, QUEUED_DISCONNECTED, from_target)
             logger.warning(
                 "exit queued until the broker is back: {side} {qty} {symbol}",
                 side=str(order.side),
@@ -246,12 +251,14 @@ class ExecutionEngine:
             # broker has confirmed it, so stop and exit can never both fill in full.
             self.protection.sync(symbol)
             if self.protection.must_give_way(symbol, self.closing_quantity(symbol)):
-                self._hold(order, WAITING_FOR_STOP)
+                self._hold(order, WAITING_FOR_STOP, from_target)
                 return order
         self._queue_for_sending((order,))
         return order
 
-    def _hold(self, order: Order, why: str) -> None:
+    def _hold(self, order: Order, why: str, from_target: bool | None = None) -> None:
+        if from_target:
+            self._from_target.add(order.client_order_id)
         order.last_message = why
         self.held[order.client_order_id] = order
         self.changes += 1
@@ -508,6 +515,7 @@ class ExecutionEngine:
         if order is None or not order.is_working or order.status is OrderStatus.PENDING_CANCEL:
             return
         if self.held.pop(client_order_id, None) is not None:
+            self._from_target.discard(client_order_id)
             self._finish(order, CANCELLED, f"{reason} (never sent: queued while disconnected)")
             return
         if order.status is OrderStatus.PENDING_SUBMIT and order.broker_order_id is None:
@@ -565,7 +573,8 @@ class ExecutionEngine:
         if order is None or not self._broker.connected:
             return False
         position = self._portfolio.quantity(symbol)
-        target = self._targets.get(symbol)
+        from_target = order.client_order_id in self._from_target
+        target = self._targets.get(symbol) if from_target else None
         closing = SELL if position > 0 else BUY
         wanted = order.quantity if target is None else abs(position - target.quantity)
         if target is not None and (target.quantity - position > 0) != (closing is BUY):
@@ -573,6 +582,7 @@ class ExecutionEngine:
         quantity = min(wanted, abs(position))
         if position == 0 or order.side is not closing or quantity <= 0:
             del self.held[order.client_order_id]
+            self._from_target.discard(order.client_order_id)
             self._finish(order, CANCELLED, "not needed any more")
             return False
         if quantity != order.quantity:
@@ -584,8 +594,11 @@ class ExecutionEngine:
                 self._hold(order, WAITING_FOR_STOP)
             return False
         del self.held[order.client_order_id]
+        self._from_target.discard(order.client_order_id)
         order.last_message = "sent after the stop gave way"
+        # Published: the record of the order must say the quantity it leaves with.
         self.changes += 1
+        self._bus.publish(OrderUpdated(order.snapshot(), self._clock.now()))
         self._queue_for_sending((order,))
         return True
 

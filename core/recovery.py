@@ -161,6 +161,15 @@ def _adopt(parts: RecoveryParts, order: Order, known: BrokerOrderState) -> None:
         return
     if status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
         status = OrderStatus.SUBMITTED  # fills already drove the quantity; this is the ack
+    # The broker's quantity is the order's: a change of ours that was lost with the
+    # process (a resize not recorded) would otherwise leave it working here for good.
     parts.execution.on_order_status(
-        OrderStatusUpdate(order.client_order_id, status, now, known.broker_order_id, "adopted")
+        OrderStatusUpdate(
+            order.client_order_id,
+            status,
+            now,
+            known.broker_order_id,
+            "adopted",
+            quantity=known.quantity,
+        )
     )

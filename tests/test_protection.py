@@ -524,3 +524,54 @@ async def test_two_stops_restored_for_one_symbol_leave_the_one_the_broker_works(
         again.venue.close()
     finally:
         await db.close()
+
+
+async def test_an_order_recorded_bigger_than_the_broker_holds_it_ends_filled_after_restart(
+    tmp_path: Path,
+) -> None:
+    from core.events import OrderUpdated
+
+    s = settings(tmp_path, protective_stop_pct=2.0, **ROOMY)
+    state_file = s.data_dir / "venue.jsonl"
+    db = await Database.open(s.database_path)
+    try:
+        recorder = Recorder(db, bus := EventBus())
+        rig = build_rig(s, journal=recorder, bus=bus, state_file=state_file)
+        await rig.system.start(drive_broker=False)
+        await run(rig, 2)
+        ex = rig.system.execution
+        ex.on_target(TargetPosition("AAPL", 100, "entry"))
+        await run(rig, 2)
+        ex.on_target(TargetPosition("AAPL", 60, "exit"))
+        await run(rig, 2)
+        (exit_order,) = [
+            o for o in ex.orders.values() if o.side is Side.SELL and o.reason == "exit"
+        ]
+        assert rig.venue.positions() == {"AAPL": 60}
+        # The journal's record says more than the broker was sent (a resize that was
+        # not recorded before the crash): 120, of which the broker filled its 40.
+        exit_order.quantity = 120
+        exit_order.status = OrderStatus.PARTIALLY_FILLED
+        bus.publish(OrderUpdated(exit_order.snapshot(), rig.clock.now()))
+        await recorder.flush()
+        recorder._order_journal.close()
+        rig.venue.close()
+
+        again = build_rig(
+            s,
+            journal=Recorder(db, bus2 := EventBus()),
+            bus=bus2,
+            start=rig.clock.now(),
+            state_file=state_file,
+        )
+        await again.system.start(drive_broker=False)
+        await run(again, 2)
+        restored = again.system.execution.orders[exit_order.client_order_id]
+        assert restored.status is OrderStatus.FILLED and restored.quantity == 40
+        assert again.system.execution.working_orders() == []
+        # No phantom exit holds the stop back: the position keeps its full stop.
+        assert only_stop(again.venue, "AAPL").quantity == 60
+        await again.system.stop("test")
+        again.venue.close()
+    finally:
+        await db.close()
