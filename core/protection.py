@@ -287,6 +287,10 @@ class ProtectiveStops:
             self.sync(symbol)
 
     def sync(self, symbol: str) -> None:
+        if not (
+            self.default_pct > 0 or self.plans or self.stops or self.take_profits or self._spares
+        ):
+            return  # nothing asks for a stop and none rests: every fill passes here
         desk = self._desk
         if desk is None or not self.armed or not desk.connected:
             return  # looked at again on arming and on reconnect
