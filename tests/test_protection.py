@@ -8,6 +8,7 @@ own books.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from core.config import Settings
 from core.execution import QUEUED_DISCONNECTED
 from core.model import (
     BrokerOrderState,
+    Order,
     OrderIntent,
     OrderRole,
     OrderStatus,
@@ -33,7 +35,7 @@ from core.model import (
 from core.simulation import run_simulated
 from storage.database import Database
 from storage.recorder import Recorder
-from tests.helpers import SimRig, build_rig, settings
+from tests.helpers import T0, SimRig, build_rig, settings
 
 
 async def run(rig: SimRig, seconds: float) -> None:
@@ -76,6 +78,49 @@ ROOMY = {
     "max_position_size": 1_000_000,
     "max_order_notional": 1_000_000,
 }
+
+
+@dataclass
+class Journaled:
+    """A console 'process' on a real database and the persistent venue state file."""
+
+    rig: SimRig
+    recorder: Recorder
+
+    def die(self) -> None:
+        """What SIGKILL leaves: nothing cancelled, nothing more flushed."""
+        self.recorder._order_journal.close()
+        self.rig.venue.close()
+
+
+async def journaled(s: Settings, db: Database, before: SimRig | None = None) -> Journaled:
+    """Start a console on ``db`` (after ``before`` died, from where its clock stood)."""
+    recorder = Recorder(db, bus := EventBus())
+    start = T0 if before is None else before.clock.now()
+    rig = build_rig(
+        s, journal=recorder, bus=bus, start=start, state_file=s.data_dir / "venue.jsonl"
+    )
+    await rig.system.start(drive_broker=False)
+    await run(rig, 2)
+    return Journaled(rig, recorder)
+
+
+def bracket(rig: SimRig, quantity: int, stop: float, take: float | None, **fields: object) -> Order:
+    """A market (or ``fields``) bracket entry, prices as fractions of the mid."""
+    mid = rig.system.feed.latest("AAPL").mid  # type: ignore[union-attr]
+    parent = rig.system.execution.on_intent(
+        OrderIntent(
+            "AAPL",
+            Side.BUY,
+            quantity,
+            reason="bracket",
+            stop_loss=round(mid * stop, 2),
+            take_profit=None if take is None else round(mid * take, 2),
+            **fields,  # type: ignore[arg-type]
+        )
+    )
+    assert parent is not None
+    return parent
 
 
 @pytest.fixture
@@ -162,17 +207,7 @@ async def test_a_bracket_releases_both_children_and_the_stop_cancels_the_take_pr
 ) -> None:
     rig = await started(settings(tmp_path, **ROOMY))
     mid = rig.system.feed.latest("AAPL").mid  # type: ignore[union-attr]
-    parent = rig.system.execution.on_intent(
-        OrderIntent(
-            "AAPL",
-            Side.BUY,
-            50,
-            reason="bracket",
-            stop_loss=round(mid * 0.97, 2),
-            take_profit=round(mid * 1.05, 2),
-        )
-    )
-    assert parent is not None
+    bracket(rig, 50, stop=0.97, take=1.05)
     await run(rig, 2)
     assert rig.venue.positions() == {"AAPL": 50}
     stop = only_stop(rig.venue, "AAPL")
@@ -277,27 +312,16 @@ async def test_stops_are_adopted_after_a_restart_and_missing_ones_placed(
         max_position_size=1_000_000,
         max_order_notional=1_000_000,
     )
-    state_file = s.data_dir / "venue.jsonl"
     db = await Database.open(s.database_path)
     try:
-        recorder = Recorder(db, bus := EventBus())
-        rig = build_rig(s, journal=recorder, bus=bus, state_file=state_file)
-        await rig.system.start(drive_broker=False)
-        await run(rig, 2)
-        rig.system.execution.on_target(TargetPosition("AAPL", 100, "entry"))
-        await run(rig, 2)
-        stop_id = only_stop(rig.venue, "AAPL").client_order_id
-        await recorder.flush()
-        # The process dies (SIGKILL): nothing is cancelled, the stop rests at the venue.
-        recorder._order_journal.close()
-        rig.venue.close()
+        first = await journaled(s, db)
+        first.rig.system.execution.on_target(TargetPosition("AAPL", 100, "entry"))
+        await run(first.rig, 2)
+        stop_id = only_stop(first.rig.venue, "AAPL").client_order_id
+        await first.recorder.flush()
+        first.die()  # SIGKILL: nothing is cancelled, the stop rests at the venue
 
-        recorder2 = Recorder(db, bus2 := EventBus())
-        again = build_rig(
-            s, journal=recorder2, bus=bus2, start=rig.clock.now(), state_file=state_file
-        )
-        await again.system.start(drive_broker=False)
-        await run(again, 2)
+        again = (await journaled(s, db, first.rig)).rig
         assert only_stop(again.venue, "AAPL").client_order_id == stop_id  # adopted
         assert again.system.execution.protection.placed == 0
         # A position opened now gets its own stop; closing one cancels its stop.
@@ -307,7 +331,6 @@ async def test_stops_are_adopted_after_a_restart_and_missing_ones_placed(
         assert len(working_at_venue(again.venue, "MSFT", OrderRole.STOP_LOSS)) == 1
         assert working_at_venue(again.venue, "AAPL", OrderRole.STOP_LOSS) == []
         await again.system.stop("test")
-        await recorder2.stop()
         again.venue.close()
     finally:
         await db.close()
@@ -420,18 +443,7 @@ async def test_a_take_profit_fill_ends_the_bracket_and_the_books_agree_with_the_
     from core.events import OrderUpdateRefused
 
     rig = await started(settings(tmp_path, **ROOMY))
-    mid = rig.system.feed.latest("AAPL").mid  # type: ignore[union-attr]
-    parent = rig.system.execution.on_intent(
-        OrderIntent(
-            "AAPL",
-            Side.BUY,
-            200,
-            reason="bracket",
-            stop_loss=round(mid * 0.95, 2),
-            take_profit=round(mid * 1.02, 2),
-        )
-    )
-    assert parent is not None
+    bracket(rig, 200, stop=0.95, take=1.02)
     await run(rig, 3)
     assert rig.venue.positions() == {"AAPL": 200}
     rig.venue.shock("AAPL", 4)  # through the take-profit (it fills in displayed-size slices)
@@ -486,36 +498,23 @@ async def test_two_stops_restored_for_one_symbol_leave_the_one_the_broker_works(
     tmp_path: Path,
 ) -> None:
     s = settings(tmp_path, protective_stop_pct=2.0, **ROOMY)
-    state_file = s.data_dir / "venue.jsonl"
     db = await Database.open(s.database_path)
     try:
-        recorder = Recorder(db, bus := EventBus())
-        rig = build_rig(s, journal=recorder, bus=bus, state_file=state_file)
-        await rig.system.start(drive_broker=False)
-        await run(rig, 2)
-        ex = rig.system.execution
+        session = await journaled(s, db)
+        rig, ex = session.rig, session.rig.system.execution
         ex.on_target(TargetPosition("AAPL", 100, "entry"))
         await run(rig, 2)
         first = only_stop(rig.venue, "AAPL").client_order_id
-        await recorder.flush()  # the database knows the first stop as working ...
+        await session.recorder.flush()  # the database knows the first stop as working ...
         ex.on_target(TargetPosition("AAPL", -50, "flip"))
         await run(rig, 3)
         second = only_stop(rig.venue, "AAPL").client_order_id
         assert second != first
         # ... and the process dies before its cancel is recorded: the journal holds two
         # working stops for AAPL, the venue works only the second.
-        recorder._order_journal.close()
-        rig.venue.close()
+        session.die()
 
-        again = build_rig(
-            s,
-            journal=Recorder(db, bus2 := EventBus()),
-            bus=bus2,
-            start=rig.clock.now(),
-            state_file=state_file,
-        )
-        await again.system.start(drive_broker=False)
-        await run(again, 2)
+        again = (await journaled(s, db, rig)).rig
         assert only_stop(again.venue, "AAPL").client_order_id == second
         assert only_stop(again.venue, "AAPL").quantity == 50
         assert again.system.execution.protection.stops["AAPL"].client_order_id == second
@@ -532,14 +531,10 @@ async def test_an_order_recorded_bigger_than_the_broker_holds_it_ends_filled_aft
     from core.events import OrderUpdated
 
     s = settings(tmp_path, protective_stop_pct=2.0, **ROOMY)
-    state_file = s.data_dir / "venue.jsonl"
     db = await Database.open(s.database_path)
     try:
-        recorder = Recorder(db, bus := EventBus())
-        rig = build_rig(s, journal=recorder, bus=bus, state_file=state_file)
-        await rig.system.start(drive_broker=False)
-        await run(rig, 2)
-        ex = rig.system.execution
+        session = await journaled(s, db)
+        rig, ex = session.rig, session.rig.system.execution
         ex.on_target(TargetPosition("AAPL", 100, "entry"))
         await run(rig, 2)
         ex.on_target(TargetPosition("AAPL", 60, "exit"))
@@ -552,20 +547,11 @@ async def test_an_order_recorded_bigger_than_the_broker_holds_it_ends_filled_aft
         # not recorded before the crash): 120, of which the broker filled its 40.
         exit_order.quantity = 120
         exit_order.status = OrderStatus.PARTIALLY_FILLED
-        bus.publish(OrderUpdated(exit_order.snapshot(), rig.clock.now()))
-        await recorder.flush()
-        recorder._order_journal.close()
-        rig.venue.close()
+        rig.bus.publish(OrderUpdated(exit_order.snapshot(), rig.clock.now()))
+        await session.recorder.flush()
+        session.die()
 
-        again = build_rig(
-            s,
-            journal=Recorder(db, bus2 := EventBus()),
-            bus=bus2,
-            start=rig.clock.now(),
-            state_file=state_file,
-        )
-        await again.system.start(drive_broker=False)
-        await run(again, 2)
+        again = (await journaled(s, db, rig)).rig
         restored = again.system.execution.orders[exit_order.client_order_id]
         assert restored.status is OrderStatus.FILLED and restored.quantity == 40
         assert again.system.execution.working_orders() == []
