@@ -561,3 +561,18 @@ async def test_an_order_recorded_bigger_than_the_broker_holds_it_ends_filled_aft
         again.venue.close()
     finally:
         await db.close()
+
+
+async def test_halt_and_a_graceful_stop_leave_the_stops_at_the_broker(protected: Settings) -> None:
+    rig = await started(protected)
+    rig.system.execution.on_target(TargetPosition("AAPL", 100, "entry"))
+    await run(rig, 2)
+    stop_id = only_stop(rig.venue, "AAPL").client_order_id
+    result = rig.system.halt("operator test")
+    assert result.ok
+    await run(rig, 1)
+    assert only_stop(rig.venue, "AAPL").client_order_id == stop_id  # still resting
+    await rig.system.stop("test")
+    # The console is gone; the position is still protected at the venue.
+    assert only_stop(rig.venue, "AAPL").client_order_id == stop_id
+    assert rig.venue.positions() == {"AAPL": 100}
