@@ -138,3 +138,28 @@ def test_price_collar_rejects_far_limits() -> None:
 def test_zero_quantity_is_rejected() -> None:
     rig = make()
     assert rig.risk.review(buy(0), 0) == 0
+
+
+def test_a_buy_stop_is_judged_at_its_stop_price_when_that_is_dearer() -> None:
+    rig = make()
+    # A breakout buy stop at 120 with the market at 100: $6k per order buys 50, not 59.
+    stop = buy(100, order_type=OrderType.STOP, stop_price=120.0)
+    assert rig.risk.review(stop, 0) == 50  # floor(6000 / 120)
+    # Below the market the ask is the worse price.
+    assert rig.risk.review(buy(100, order_type=OrderType.STOP, stop_price=90.0), 0) == 59
+    assert rig.risk.review(buy(10, order_type=OrderType.STOP), 0) == 0  # no stop price
+    assert "stop price" in rig.events[-1].reason  # type: ignore[attr-defined]
+
+
+def test_a_stop_limit_is_collared_around_its_stop_and_a_protective_stop_passes_halted() -> None:
+    rig = make()
+    # 110 / 112 is 1.8% from its stop, though 12% from today's mid: allowed, at 112.
+    far = buy(100, order_type=OrderType.STOP_LIMIT, stop_price=110.0, limit_price=112.0)
+    assert rig.risk.review(far, 0) == 53  # floor(6000 / 112)
+    wild = buy(100, order_type=OrderType.STOP_LIMIT, stop_price=110.0, limit_price=130.0)
+    assert rig.risk.review(wild, 0) == 0
+    assert "from stop 110" in rig.events[-1].reason  # type: ignore[attr-defined]
+    rig.hold("AAPL", 40, 100.0)
+    rig.risk.halt("test")
+    protective = OrderIntent("AAPL", Side.SELL, 40, OrderType.STOP, stop_price=95.0)
+    assert rig.risk.review(protective, 40) == 40  # only closes: allowed while halted
