@@ -27,7 +27,6 @@ runs per quote unless a stop trails.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -133,7 +132,7 @@ class ProtectiveStops:
         self._refused: set[str] = set()
         # Further stop-losses / take-profits of one symbol found on restore (see adopt).
         self._spares: dict[str, list[Order]] = {}
-        self.placed = self.modified = self.cancelled = self.adopted = 0
+        self.placed = self.modified = self.cancelled = 0
         # Nothing is placed, resized or cancelled before the start-up reconciliation has
         # run: until then the restored orders' states are the journal's, not the broker's
         # (a stop cancelled just before a crash still looks working).
@@ -149,7 +148,10 @@ class ProtectiveStops:
 
     @property
     def enabled(self) -> bool:
-        return self.default_pct > 0 or bool(self.plans)
+        """Whether anything asks for a stop or one rests: otherwise there is nothing to do."""
+        return bool(
+            self.default_pct > 0 or self.plans or self.stops or self.take_profits or self._spares
+        )
 
     # ------------------------------------------------------------- plans
     def plan_for(self, symbol: str) -> StopPlan | None:
@@ -280,17 +282,15 @@ class ProtectiveStops:
         return False
 
     # ------------------------------------------------------------- the rule
-    def sync_all(self, symbols: Iterable[str] = ()) -> None:
+    def sync_all(self) -> None:
         wanted = {s for s, p in self._portfolio.positions.items() if p.quantity}
-        wanted |= set(self.stops) | set(self.take_profits) | set(self._spares) | set(symbols)
+        wanted |= set(self.stops) | set(self.take_profits) | set(self._spares)
         for symbol in sorted(wanted):
             self.sync(symbol)
 
     def sync(self, symbol: str) -> None:
-        if not (
-            self.default_pct > 0 or self.plans or self.stops or self.take_profits or self._spares
-        ):
-            return  # nothing asks for a stop and none rests: every fill passes here
+        if not self.enabled:
+            return  # every fill passes here
         desk = self._desk
         if desk is None or not self.armed or not desk.connected:
             return  # looked at again on arming and on reconnect
@@ -475,9 +475,6 @@ class ProtectiveStops:
         assert desk is not None
         self.cancelled += 1
         desk.cancel(order.client_order_id, reason)
-
-    def stop_of(self, symbol: str) -> Order | None:
-        return self.stops.get(symbol)
 
     def expects_stop(self, symbol: str) -> bool:
         """Whether ``symbol``'s position is to have a stop (policy on, or a plan)."""
