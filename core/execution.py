@@ -57,8 +57,10 @@ from core.model import (
     OrderRole,
     OrderStatus,
     OrderStatusUpdate,
+    OrderType,
     Side,
     TargetPosition,
+    role_of_order_id,
 )
 from core.portfolio import Portfolio
 from core.protection import ProtectiveStops
@@ -258,8 +260,7 @@ class ExecutionEngine:
             if protection.must_give_way(symbol, self.closing_quantity(symbol)):
                 self._hold(order, WAITING_FOR_STOP, from_target)
                 return order
-        self._unsent.add(order.client_order_id)
-        self._send_queue.put_nowait(order)
+        self._queue_for_sending(order)
         return order
 
     def _hold(self, order: Order, why: str, from_target: bool | None = None) -> None:
@@ -328,49 +329,33 @@ class ExecutionEngine:
         parent = self._new_order(intent, quantity, False)
         self._working[parent.symbol] = parent.client_order_id
         oca = f"{parent.client_order_id}-OCA"
-        exit_side = intent.side.opposite
-        children = []
         assert intent.stop_loss is not None
-        stop = OrderIntent(
-            intent.symbol,
-            exit_side,
-            quantity,
-            STOP,
-            None,
-            intent.reason,
-            stop_price=intent.stop_loss,
-            tif=GTC,
-        )
-        children.append(
+        # (role, type, limit price, stop price) of each child
+        exits: list[tuple[OrderRole, OrderType, float | None, float | None]] = [
+            (OrderRole.STOP_LOSS, STOP, None, intent.stop_loss)
+        ]
+        if intent.take_profit is not None:
+            exits.append((OrderRole.TAKE_PROFIT, LIMIT, intent.take_profit, None))
+        children = [
             self._new_order(
-                stop,
+                OrderIntent(
+                    intent.symbol,
+                    intent.side.opposite,
+                    quantity,
+                    order_type,
+                    limit_price,
+                    intent.reason,
+                    stop_price=stop_price,
+                    tif=GTC,
+                ),
                 quantity,
                 True,
-                role=OrderRole.STOP_LOSS,
+                role=role,
                 parent_id=parent.client_order_id,
                 oca_group=oca,
             )
-        )
-        if intent.take_profit is not None:
-            take = OrderIntent(
-                intent.symbol,
-                exit_side,
-                quantity,
-                LIMIT,
-                intent.take_profit,
-                intent.reason,
-                tif=GTC,
-            )
-            children.append(
-                self._new_order(
-                    take,
-                    quantity,
-                    True,
-                    role=OrderRole.TAKE_PROFIT,
-                    parent_id=parent.client_order_id,
-                    oca_group=oca,
-                )
-            )
+            for role, order_type, limit_price, stop_price in exits
+        ]
         for child in children:
             self.protection.adopt(child)
         self._queue_for_sending((parent, *children))
@@ -431,9 +416,9 @@ class ExecutionEngine:
         position = self._portfolio.quantity(symbol)
         if self._risk.review(intent, position) < quantity:
             return None  # never: an order that only closes is allowed in every state
-        if oca_group is None:
-            oca_group = f"{self._id_stem}-{self._seq + 1:04d}-OCA"
         order = self._new_order(intent, quantity, True, role=role, oca_group=oca_group)
+        if oca_group is None:  # a group of its own, named after it (IB never reuses one)
+            order.oca_group = f"{order.client_order_id}-OCA"
         self._queue_for_sending(order)
         return order
 
@@ -476,16 +461,9 @@ class ExecutionEngine:
         now = self._clock.now()
         sendable: list[Order | tuple[Order, ...]] = []
         orders: list[Order] = []
-        unsent = self._unsent
-        cancel_before_send = self._cancel_before_send
         for item in batch:
             if type(item) is Order:  # the common case, without a loop
-                client_order_id = item.client_order_id
-                unsent.discard(client_order_id)
-                if client_order_id in cancel_before_send:
-                    cancel_before_send.discard(client_order_id)
-                    self._finish(item, CANCELLED, "cancelled before it was sent")
-                elif item.is_working:
+                if self._still_to_send(item):
                     sendable.append(item)
                     orders.append(item)
                 continue
@@ -521,17 +499,20 @@ class ExecutionEngine:
         finally:
             _log_sent(sent)
 
+    def _still_to_send(self, order: Order) -> bool:
+        """Leaving the queue: whether ``order`` goes (not cancelled meanwhile)."""
+        client_order_id = order.client_order_id
+        self._unsent.discard(client_order_id)
+        if client_order_id in self._cancel_before_send:
+            self._cancel_before_send.discard(client_order_id)
+            self._finish(order, CANCELLED, "cancelled before it was sent")
+            return False
+        return order.is_working
+
     def _sendable_bracket(self, group: tuple[Order, ...]) -> tuple[Order, ...]:
         """What of a bracket may still go: all of it, or nothing when its parent was
         cancelled before it left (its children with it)."""
-        kept = []
-        for order in group:
-            self._unsent.discard(order.client_order_id)
-            if order.client_order_id in self._cancel_before_send:
-                self._cancel_before_send.discard(order.client_order_id)
-                self._finish(order, CANCELLED, "cancelled before it was sent")
-            elif order.is_working:
-                kept.append(order)
+        kept = [order for order in group if self._still_to_send(order)]
         if kept and kept[0].parent_id is not None:
             for child in kept:
                 self._finish(child, CANCELLED, "parent cancelled before it was sent")
@@ -813,8 +794,9 @@ class ExecutionEngine:
 
     def _own_seq(self, client_order_id: str) -> int | None:
         # Ids in broker reports are not necessarily ours: isdigit() alone admits "²".
-        if client_order_id.endswith(("-SL", "-TP")):
-            client_order_id = client_order_id[:-3]
+        role = role_of_order_id(client_order_id)
+        if role is not ENTRY:
+            client_order_id = client_order_id[: -len(role.suffix)]
         stem, _, seq = client_order_id.rpartition("-")
         return int(seq) if stem == self._id_stem and seq.isascii() and seq.isdigit() else None
 

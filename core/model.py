@@ -71,10 +71,9 @@ _ROLE_SUFFIX = {OrderRole.ENTRY: "", OrderRole.STOP_LOSS: "-SL", OrderRole.TAKE_
 
 def role_of_order_id(client_order_id: str) -> OrderRole:
     """The role a client order id names by its suffix (ENTRY when it has none)."""
-    if client_order_id.endswith("-SL"):
-        return OrderRole.STOP_LOSS
-    if client_order_id.endswith("-TP"):
-        return OrderRole.TAKE_PROFIT
+    for role, suffix in _ROLE_SUFFIX.items():
+        if suffix and client_order_id.endswith(suffix):
+            return role
     return OrderRole.ENTRY
 
 
